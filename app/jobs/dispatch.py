@@ -1,0 +1,53 @@
+"""Send jobs to the broker, only after they are committed.
+
+The database is the record of every job; a message only says "there is work". If the broker
+is down when a job is created, the job stays queued with no `dispatched_at`, and
+`dispatch_pending` sends it again later.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from app.db.base import utcnow
+from app.db.session import unit_of_work
+from app.jobs.models import Job
+from app.jobs.states import JobStatus
+from app.queue import RUN_JOB_TASK, get_celery
+
+log = logging.getLogger(__name__)
+
+
+def dispatch(job_id: str) -> bool:
+    """Publish job `job_id` and record when. Returns False (and logs) when the broker is down."""
+    try:
+        get_celery().send_task(RUN_JOB_TASK, args=[job_id], retry=True)
+    except Exception as exc:  # the broker's errors differ by transport
+        log.warning("could not send job %s to the broker, will retry: %s", job_id, exc)
+        return False
+    with unit_of_work() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.dispatched_at.is_(None))
+            .values(dispatched_at=utcnow())
+        )
+    return True
+
+
+def dispatch_pending(min_age_s: float = 5.0) -> int:
+    """Send queued jobs that never reached the broker. Returns how many were sent."""
+    cutoff = utcnow() - timedelta(seconds=min_age_s)
+    with unit_of_work() as session:
+        job_ids = list(
+            session.scalars(
+                select(Job.id).where(
+                    Job.status == JobStatus.QUEUED.value,
+                    Job.dispatched_at.is_(None),
+                    Job.created_at < cutoff,
+                )
+            )
+        )
+    return sum(1 for job_id in job_ids if dispatch(job_id))

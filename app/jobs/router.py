@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import FileResponse
+
+from app.deps import SessionDep, SettingsDep
+from app.errors import NotFound
+from app.jobs import service
+from app.jobs.dispatch import dispatch
+from app.jobs.schemas import JobCreate, JobList, JobRead
+from app.jobs.states import JobStatus
+from app.storage import model_archive_path
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead)
+def create_job(payload: JobCreate, session: SessionDep, response: Response) -> JobRead:
+    """Queue a fine-tuning job. Poll GET /jobs/{id} for its progress and result."""
+    job = service.create_job(session, payload)
+    session.commit()  # enqueue only what is committed
+    dispatch(job.id)
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return service.to_read(job)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    session: SessionDep,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> JobList:
+    """Jobs, newest first."""
+    page, has_more, next_cursor = service.list_jobs(
+        session, status=status_, limit=limit, cursor=cursor
+    )
+    data = [service.to_read(j) for j in page]
+    return JobList(data=data, has_more=has_more, next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobRead)
+def get_job(job_id: str, session: SessionDep) -> JobRead:
+    return service.to_read(service.get_job(session, job_id))
+
+
+@router.get(
+    "/{job_id}/model",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/gzip": {}}, "description": "tar.gz of the model folder"},
+        404: {"description": "Unknown job"},
+        409: {"description": "The job has not succeeded"},
+    },
+)
+def download_model(job_id: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
+    """The fine-tuned sentence-transformers folder as a gzip tar archive, streamed from disk."""
+    job = service.succeeded_job(session, job_id)
+    path = model_archive_path(settings, job.id)
+    if not path.is_file():
+        raise NotFound(
+            f"the model archive of job '{job_id}' is missing from storage",
+            {"job": job_id},
+            code="artifact_missing",
+        )
+    return FileResponse(
+        path,
+        media_type="application/gzip",
+        filename=f"{job.id}-model.tar.gz",
+        headers={"X-Checksum-SHA256": job.model_sha256 or ""},
+    )

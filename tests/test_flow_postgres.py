@@ -1,0 +1,150 @@
+"""The whole path a platform team walks, over HTTP, on PostgreSQL + Redis + a Celery worker."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from sentence_transformers import SentenceTransformer
+
+from tests.accuracy import assert_same_accuracy, cosine_triplet_accuracy
+from tests.conftest import TINY_MODEL, Stack
+from tests.support.services import extract_archive, upload, wait_for_job
+
+METRIC_KEYS = {
+    "cosine_accuracy",
+    "dot_accuracy",
+    "euclidean_accuracy",
+    "manhattan_accuracy",
+    "max_accuracy",
+}
+
+
+def test_upload_train_poll_download_and_recompute(
+    pg_stack: Stack, triplet_files: dict[str, Path], tmp_path: Path
+) -> None:
+    client = pg_stack.client
+    train = upload(client, triplet_files["train"], name="snli-train")
+    assert train.status_code == 201, train.text
+    test = upload(client, triplet_files["test"])
+    assert test.status_code == 201, test.text
+    train_ds, test_ds = train.json(), test.json()
+    assert train_ds["kind"] == "triplet" and train_ds["rows"] == 600
+    assert train_ds["sha256"] == hashlib.sha256(triplet_files["train"].read_bytes()).hexdigest()
+    assert client.get(f"/datasets/{train_ds['id']}").json() == train_ds
+    assert {d["id"] for d in client.get("/datasets").json()["data"]} >= {train_ds["id"]}
+
+    created = client.post(
+        "/jobs",
+        json={
+            "name": "tiny-flow",
+            "base_model": TINY_MODEL,
+            "train_dataset": train_ds["id"],
+            "test_dataset": test_ds["id"],
+            # Enough steps that polling sees the job running with progress.
+            "hyperparameters": {"epochs": 4, "batch_size": 8, "learning_rate": 1e-3},
+            "metadata": {"team": "search"},
+        },
+    )
+    assert created.status_code == 202, created.text
+    job = created.json()
+    assert created.headers["location"] == f"/jobs/{job['id']}"
+    assert job["status"] == "queued"
+    assert job["hyperparameters"] == {
+        "epochs": 4,
+        "batch_size": 8,
+        "learning_rate": 1e-3,
+        "warmup_ratio": 0.1,
+        "max_seq_length": None,
+        "seed": 42,
+        "precision": "auto",
+        "max_steps": None,
+    }
+    early = client.get(f"/jobs/{job['id']}/model")
+    assert early.status_code == 409 and early.json()["error"]["code"] == "model_not_ready"
+
+    final, seen = wait_for_job(client, job["id"])
+    assert final["status"] == "succeeded", (final, pg_stack.logs())
+    running = [s for s in seen if s["status"] == "running" and s["progress"]]
+    assert running, f"never saw running with progress: {seen}"
+    steps = [s["progress"]["step"] for s in running]
+    assert steps == sorted(steps) and steps[0] < 300
+    assert running[0]["progress"]["total_steps"] == 300  # 600 rows / 8 per batch * 4 epochs
+    assert final["progress"]["step"] == final["progress"]["total_steps"] == 300
+    assert final["started_at"] and final["finished_at"] >= final["started_at"]
+    assert final["hyperparameters"]["precision"] == "fp32"  # auto on a CPU worker
+    assert final["metadata"] == {"team": "search"} and final["error"] is None
+
+    metrics = final["metrics"]
+    for which in ("base", "fine_tuned"):
+        assert set(metrics[which]) == METRIC_KEYS
+        assert 0 <= metrics[which]["cosine_accuracy"] <= 1
+        assert metrics[which]["max_accuracy"] == max(
+            v for k, v in metrics[which].items() if k != "max_accuracy"
+        )
+
+    download = client.get(final["model"]["url"])
+    assert download.status_code == 200
+    assert download.headers["content-type"] == "application/gzip"
+    assert hashlib.sha256(download.content).hexdigest() == final["model"]["sha256"]
+    assert len(download.content) == final["model"]["size_bytes"]
+
+    model_dir = extract_archive(download.content, tmp_path / "model")
+    assert (model_dir / "model.safetensors").is_file()
+    assert (model_dir / "README.md").is_file()
+    stored = json.loads((model_dir / "metrics.json").read_text())
+    assert stored["base"] == metrics["base"] and stored["fine_tuned"] == metrics["fine_tuned"]
+    assert SentenceTransformer(str(model_dir), device="cpu").encode(["a test"]).shape[0] == 1
+
+    recomputed = cosine_triplet_accuracy(model_dir, triplet_files["test"])
+    assert_same_accuracy(
+        recomputed, metrics["fine_tuned"]["cosine_accuracy"], triplet_files["test"]
+    )
+    # Training moved the weights: the tiny random model starts near chance.
+    assert metrics["fine_tuned"]["cosine_accuracy"] != metrics["base"]["cosine_accuracy"]
+
+
+def test_pairs_train_and_job_listing(pg_stack: Stack, triplet_files: dict[str, Path], tmp_path):
+    """MNR trains on (anchor, positive) pairs too; jobs list newest first with a cursor."""
+    client = pg_stack.client
+    pairs = tmp_path / "pairs.csv"
+    import csv
+
+    with pairs.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["anchor", "positive"])
+        for line in triplet_files["train"].open():
+            row = json.loads(line)
+            writer.writerow([row["anchor"], row["positive"]])
+    ds = upload(client, pairs).json()
+    assert ds["kind"] == "pair" and ds["format"] == "csv"
+    test_ds = upload(client, triplet_files["test"]).json()
+
+    ids = []
+    for i in range(3):
+        r = client.post(
+            "/jobs",
+            json={
+                "name": f"pairs-{i}",
+                "base_model": TINY_MODEL,
+                "train_dataset": ds["id"],
+                "test_dataset": test_ds["id"],
+                "hyperparameters": {"max_steps": 3, "batch_size": 16},
+            },
+        )
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    for job_id in ids:
+        final, _ = wait_for_job(client, job_id)
+        assert final["status"] == "succeeded", (final, pg_stack.logs())
+        assert final["progress"]["step"] == 3
+
+    first = client.get("/jobs", params={"limit": 2, "status": "succeeded"}).json()
+    assert [j["id"] for j in first["data"]] == ids[::-1][:2]
+    assert first["has_more"] is True
+    rest = client.get(
+        "/jobs", params={"limit": 2, "status": "succeeded", "cursor": first["next_cursor"]}
+    ).json()
+    assert rest["data"][0]["id"] == ids[0]
+    assert client.get("/jobs", params={"status": "running", "limit": 100}).json()["data"] == []

@@ -1,0 +1,57 @@
+"""Turn a job row into the pure pipeline's TrainingSpec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.datasets.models import Dataset
+from app.jobs.models import Job
+from app.settings import Settings
+from app.storage import resolve_key
+from worker.training.errors import DatasetUnavailable
+from worker.training.spec import DataSource, HubData, Hyperparameters, LocalData, TrainingSpec
+
+
+def _source(session: Session, settings: Settings, field: str, ref: Any) -> DataSource | None:
+    if ref is None:
+        return None
+    if isinstance(ref, dict):
+        return HubData(
+            hub=ref["hub"],
+            config=ref.get("config"),
+            split=ref.get("split") or "train",
+            limit=ref.get("limit"),
+            revision=ref.get("revision"),
+        )
+    dataset = session.get(Dataset, ref)
+    path = resolve_key(settings, dataset.storage_key) if dataset else None
+    if dataset is None or path is None or not path.is_file():
+        raise DatasetUnavailable(
+            f"{field}: uploaded dataset '{ref}' is missing from storage; upload it again"
+        )
+    return LocalData(
+        path=path,
+        format=dataset.format,  # type: ignore[arg-type]
+        columns=tuple(dataset.text_columns),
+    )
+
+
+def build_spec(
+    session: Session, settings: Settings, job: Job, work_dir: Path, output_dir: Path
+) -> TrainingSpec:
+    train = _source(session, settings, "train_dataset", job.train_dataset)
+    assert train is not None  # required by the API schema
+    return TrainingSpec(
+        base_model=job.base_model,
+        train=train,
+        eval=_source(session, settings, "eval_dataset", job.eval_dataset),
+        test=_source(session, settings, "test_dataset", job.test_dataset),
+        loss="mnr",
+        hyperparameters=Hyperparameters(**job.hyperparameters),
+        output_dir=output_dir,
+        work_dir=work_dir,
+        model_dirs=tuple(settings.model_dirs),
+    )

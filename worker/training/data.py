@@ -1,0 +1,153 @@
+"""Loading a DataSource into a `datasets.Dataset` holding only its text columns, in loss order.
+
+Training data has 2 columns (anchor, positive) or 3 (anchor, positive, negative); evaluation and
+test data must be triplets, because the TripletEvaluator needs a negative for every anchor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from worker.training.errors import DatasetInvalid, DatasetUnavailable
+from worker.training.models import short_reason
+from worker.training.spec import DataSource, HubData, LocalData
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+# The `datasets` builder for each uploaded file format.
+LOCAL_BUILDERS: dict[str, str] = {"jsonl": "json", "csv": "csv", "parquet": "parquet"}
+# Preferred Hub column names, in loss order.
+HUB_COLUMNS: tuple[str, ...] = ("anchor", "positive", "negative")
+
+
+def load_train_data(source: DataSource, work_dir: Path) -> Dataset:
+    """Training data: 2 or 3 text columns, in loss order."""
+    return load_text_dataset(source, work_dir, role="train")
+
+
+def load_triplet_data(source: DataSource, work_dir: Path, role: str) -> Dataset:
+    """Evaluation or test data (`role`): exactly 3 text columns (anchor, positive, negative)."""
+    dataset = load_text_dataset(source, work_dir, role=role)
+    if len(dataset.column_names) != 3:
+        raise DatasetInvalid(
+            f"The {role} data must be triplets (anchor, positive, negative) to evaluate on, "
+            f"but it has {len(dataset.column_names)} text columns: "
+            f"{', '.join(dataset.column_names)}."
+        )
+    return dataset
+
+
+def load_text_dataset(source: DataSource, work_dir: Path, *, role: str) -> Dataset:
+    """Load `source` and keep only its text columns, in loss order; DatasetUnavailable when it
+    cannot be loaded, DatasetInvalid when it loads but cannot be used."""
+    if isinstance(source, LocalData):
+        dataset = _load_local(source, work_dir, role)
+    elif isinstance(source, HubData):
+        dataset = _load_hub(source, role)
+    else:  # pragma: no cover - the DataSource union is closed
+        raise TypeError(f"unknown data source {type(source).__name__}")
+    _check_texts(dataset, role)
+    return dataset
+
+
+def _load_local(source: LocalData, work_dir: Path, role: str) -> Dataset:
+    from datasets import load_dataset
+
+    builder = LOCAL_BUILDERS.get(source.format)
+    if builder is None:
+        raise DatasetInvalid(f"The {role} file has an unsupported format {source.format!r}.")
+    if not 2 <= len(source.columns) <= 3:
+        raise DatasetInvalid(
+            f"The {role} data needs 2 or 3 text columns, got {len(source.columns)}."
+        )
+    if not Path(source.path).is_file():
+        raise DatasetUnavailable(f"The uploaded {role} file is missing on the worker.")
+    try:
+        dataset = load_dataset(
+            builder,
+            data_files=str(source.path),
+            split="train",
+            cache_dir=str(Path(work_dir) / "hf-datasets"),
+        )
+    except Exception as exc:
+        # `datasets` reports an empty file as StopIteration (JSON) or "corresponds to no data".
+        if isinstance(exc, StopIteration) or "corresponds to no data" in str(exc):
+            raise DatasetInvalid(f"The {role} data has no rows.") from exc
+        raise DatasetInvalid(
+            f"The uploaded {role} file could not be read as {source.format}: {short_reason(exc)}"
+        ) from exc
+    missing = [c for c in source.columns if c not in dataset.column_names]
+    if missing:
+        raise DatasetInvalid(
+            f"The {role} file has no column(s) {', '.join(missing)}; "
+            f"it has {', '.join(dataset.column_names)}."
+        )
+    return dataset.select_columns(list(source.columns))
+
+
+def describe_hub(source: HubData) -> str:
+    """How a Hub source was asked for, for error messages."""
+    parts = [f"split {_hub_split(source)!r}"]
+    if source.config:
+        parts.insert(0, f"config {source.config!r}")
+    if source.revision:
+        parts.append(f"revision {source.revision!r}")
+    return f"{source.hub!r} ({', '.join(parts)})"
+
+
+def _hub_split(source: HubData) -> str:
+    return f"{source.split}[:{source.limit}]" if source.limit else source.split
+
+
+def _load_hub(source: HubData, role: str) -> Dataset:
+    from datasets import Dataset, load_dataset
+
+    try:
+        loaded: Any = load_dataset(
+            source.hub, source.config, split=_hub_split(source), revision=source.revision
+        )
+    except Exception as exc:
+        raise DatasetUnavailable(
+            f"The {role} dataset {describe_hub(source)} could not be loaded from the "
+            f"Hugging Face Hub: {short_reason(exc)}"
+        ) from exc
+    if not isinstance(loaded, Dataset):
+        raise DatasetUnavailable(
+            f"The {role} dataset {describe_hub(source)} did not load as a single split."
+        )
+    columns = pick_hub_columns(loaded)
+    if len(columns) < 2:
+        raise DatasetInvalid(
+            f"The {role} dataset {describe_hub(source)} has no anchor/positive columns and "
+            f"fewer than 2 text columns (columns: {', '.join(loaded.column_names)})."
+        )
+    return loaded.select_columns(columns)
+
+
+def pick_hub_columns(dataset: Dataset) -> list[str]:
+    """`anchor, positive[, negative]` when present, else the first (up to) 3 string columns."""
+    names = dataset.column_names
+    if HUB_COLUMNS[0] in names and HUB_COLUMNS[1] in names:
+        picked = [c for c in HUB_COLUMNS if c in names]
+    else:
+        picked = [c for c in names if _is_string_feature(dataset.features[c])][:3]
+    return picked
+
+
+def _is_string_feature(feature: Any) -> bool:
+    from datasets import Value
+
+    return isinstance(feature, Value) and feature.dtype in ("string", "large_string")
+
+
+def _check_texts(dataset: Dataset, role: str) -> None:
+    if len(dataset) == 0:
+        raise DatasetInvalid(f"The {role} data has no rows.")
+    for name in dataset.column_names:
+        if not _is_string_feature(dataset.features[name]):
+            raise DatasetInvalid(f"The {role} data column {name!r} does not hold text.")
+        nulls = dataset.data.column(name).null_count
+        if nulls:
+            raise DatasetInvalid(f"The {role} data column {name!r} has {nulls} empty value(s).")

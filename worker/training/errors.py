@@ -1,0 +1,38 @@
+"""Typed failures of a training run.
+
+`code` is stable: it is stored on the job and shown to users.
+"""
+
+
+class TrainingError(Exception):
+    code = "training_failed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ModelNotFound(TrainingError):
+    code = "model_not_found"
+
+
+class DatasetUnavailable(TrainingError):
+    code = "dataset_unavailable"
+
+
+class DatasetInvalid(TrainingError):
+    """The data loaded but cannot be trained or evaluated on (wrong columns, no rows...)."""
+
+    code = "dataset_invalid"
+
+
+class PrecisionUnsupported(TrainingError):
+    """The requested precision cannot run on this device (fp16/bf16 on CPU, bf16 on an old GPU)."""
+
+    code = "precision_unsupported"
+
+
+class OutOfMemory(TrainingError):
+    """The accelerator ran out of memory; a smaller batch_size or max_seq_length may fit."""
+
+    code = "out_of_memory"
