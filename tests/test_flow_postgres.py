@@ -74,6 +74,8 @@ def test_upload_train_poll_download_and_recompute(
     assert final["progress"]["step"] == final["progress"]["total_steps"] == 300
     assert final["started_at"] and final["finished_at"] >= final["started_at"]
     assert final["hyperparameters"]["precision"] == "fp32"  # auto on a CPU worker
+    assert final["hyperparameters"]["max_seq_length"] == 128  # the tiny model's own
+    assert final["metrics"]["evaluated_on"] == "test"
     assert final["metadata"] == {"team": "search"} and final["error"] is None
 
     metrics = final["metrics"]
@@ -129,7 +131,7 @@ def test_pairs_train_and_job_listing(pg_stack: Stack, triplet_files: dict[str, P
                 "name": f"pairs-{i}",
                 "base_model": TINY_MODEL,
                 "train_dataset": ds["id"],
-                "test_dataset": test_ds["id"],
+                "eval_dataset": test_ds["id"],
                 "hyperparameters": {"max_steps": 3, "batch_size": 16},
             },
         )
@@ -139,6 +141,8 @@ def test_pairs_train_and_job_listing(pg_stack: Stack, triplet_files: dict[str, P
         final, _ = wait_for_job(client, job_id)
         assert final["status"] == "succeeded", (final, pg_stack.logs())
         assert final["progress"]["step"] == 3
+        # No test set: the metrics come from the eval set, and say so.
+        assert final["metrics"]["evaluated_on"] == "eval"
 
     first = client.get("/jobs", params={"limit": 2, "status": "succeeded"}).json()
     assert [j["id"] for j in first["data"]] == ids[::-1][:2]

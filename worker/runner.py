@@ -120,8 +120,8 @@ def _run_claimed(job_id: str, settings: Settings, work_dir: Any) -> None:
         "loss": last.loss if last else None,
     }
     hyperparameters["precision"] = result.precision
-    if getattr(result, "max_seq_length", None) is not None:
-        hyperparameters["max_seq_length"] = result.max_seq_length  # type: ignore[attr-defined]
+    hyperparameters["max_seq_length"] = result.max_seq_length
+    metrics = dict(result.metrics, evaluated_on=result.evaluated_on) if result.metrics else None
 
     def write() -> bool:
         with unit_of_work() as session:
@@ -131,7 +131,7 @@ def _run_claimed(job_id: str, settings: Settings, work_dir: Any) -> None:
                 JobStatus.SUCCEEDED,
                 expected=JobStatus.RUNNING,
                 finished_at=utcnow(),
-                metrics=result.metrics,
+                metrics=metrics,
                 progress=progress,
                 hyperparameters=hyperparameters,
                 model_size_bytes=archive.size_bytes,

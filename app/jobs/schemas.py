@@ -193,6 +193,9 @@ class TripletMetrics(BaseModel):
 class JobMetrics(BaseModel):
     base: TripletMetrics
     fine_tuned: TripletMetrics
+    evaluated_on: Literal["test", "eval"] | None = Field(
+        None, description="Which data the metrics were computed on: test_dataset or eval_dataset."
+    )
 
 
 class JobRead(BaseModel):

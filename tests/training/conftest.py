@@ -6,7 +6,6 @@ any fixture that touches a Hugging Face library runs.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,20 +13,14 @@ from typing import Any
 
 import pytest
 
-# `tests.support` is imported by its full name; the repository root is not on sys.path when pytest
-# runs with its default import mode and tests/ has no __init__.py.
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from tests.support.tiny_model import (  # noqa: E402
+from tests.support.tiny_model import (
     SHARED_DATA,
     as_pairs,
     build_tiny_model,
     read_jsonl,
     write_jsonl,
 )
-from worker.training.spec import (  # noqa: E402
+from worker.training.spec import (
     DataSource,
     Hyperparameters,
     LocalData,

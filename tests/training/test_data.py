@@ -150,3 +150,15 @@ def test_hub_data_without_two_text_columns_is_invalid(tmp_path, monkeypatch):
     )
     with pytest.raises(DatasetInvalid, match="fewer than 2 text columns"):
         load_train_data(HubData(hub="org/one-column"), tmp_path)
+
+
+def test_csv_texts_that_look_like_missing_values_or_numbers_stay_text(tmp_path):
+    """The upload validator accepts "NA", "null" and "42" as texts; training must too."""
+    path = tmp_path / "odd.csv"
+    path.write_text("anchor,positive,negative\nNA,null,42\nN/A,nan,3.5\n")
+    source = LocalData(path=path, format="csv", columns=("anchor", "positive", "negative"))
+    dataset = load_train_data(source, tmp_path)
+    assert dataset.to_list() == [
+        {"anchor": "NA", "positive": "null", "negative": "42"},
+        {"anchor": "N/A", "positive": "nan", "negative": "3.5"},
+    ]

@@ -64,12 +64,25 @@ def _load_local(source: LocalData, work_dir: Path, role: str) -> Dataset:
         )
     if not Path(source.path).is_file():
         raise DatasetUnavailable(f"The uploaded {role} file is missing on the worker.")
+    # pandas, under the csv builder, would turn texts such as "NA", "null" or "" into missing
+    # values and "42" into a number; the upload validator accepted them as text, so keep them.
+    options: dict[str, Any] = {}
+    if builder == "csv":
+        from datasets import Features, Value
+
+        options = {
+            "usecols": list(source.columns),
+            "features": Features({c: Value("string") for c in source.columns}),
+            "keep_default_na": False,
+            "na_filter": False,
+        }
     try:
         dataset = load_dataset(
             builder,
             data_files=str(source.path),
             split="train",
             cache_dir=str(Path(work_dir) / "hf-datasets"),
+            **options,
         )
     except Exception as exc:
         # `datasets` reports an empty file as StopIteration (JSON) or "corresponds to no data".

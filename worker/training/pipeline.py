@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from worker.training.callbacks import ProgressCallback
 from worker.training.data import load_train_data, load_triplet_data
@@ -129,7 +129,7 @@ def run(spec: TrainingSpec, report: ProgressReporter) -> TrainingResult:
 
     loss = MultipleNegativesRankingLoss(model)
 
-    evaluated: tuple[str, Dataset] | None = None
+    evaluated: tuple[Literal["test", "eval"], Dataset] | None = None
     if test_data is not None:
         evaluated = ("test", test_data)
     elif eval_data is not None:
@@ -198,6 +198,8 @@ def run(spec: TrainingSpec, report: ProgressReporter) -> TrainingResult:
         train_rows=len(train_data),
         device=choice.device,
         precision=choice.precision,
+        max_seq_length=model.max_seq_length,
+        evaluated_on=evaluated[0] if evaluated is not None and metrics is not None else None,
     )
 
 

@@ -108,3 +108,5 @@ class TrainingResult:
     train_rows: int
     device: str
     precision: str
+    max_seq_length: int | None = None  # the value actually used
+    evaluated_on: Literal["test", "eval"] | None = None  # which data `metrics` came from
