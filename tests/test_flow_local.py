@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from sentence_transformers import SentenceTransformer
 
@@ -92,7 +93,12 @@ def test_local_mode_survives_a_restart(local_stack: Stack, triplet_files: dict[s
     client = local_stack.client
     dataset = upload(client, triplet_files["test"]).json()
     proc = local_stack.processes[0]
+    children = psutil.Process(proc.proc.pid).children(recursive=True)
+    assert any("worker" in " ".join(c.cmdline()) for c in children)
     proc.stop()
+    # Stopping the local mode stops its worker too: nothing is left running.
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == []
     port = free_port()
     again = Process(
         "run-local-again",

@@ -9,7 +9,7 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer
 
 from tests.accuracy import assert_same_accuracy, cosine_triplet_accuracy
-from tests.conftest import TINY_MODEL, Stack
+from tests.conftest import HUB_MODEL, TINY_MODEL, Stack
 from tests.support.services import extract_archive, upload, wait_for_job
 
 METRIC_KEYS = {
@@ -152,3 +152,25 @@ def test_pairs_train_and_job_listing(pg_stack: Stack, triplet_files: dict[str, P
     ).json()
     assert rest["data"][0]["id"] == ids[0]
     assert client.get("/jobs", params={"status": "running", "limit": 100}).json()["data"] == []
+
+
+def test_hub_model_id_resolves_through_the_hugging_face_cache(
+    pg_stack: Stack, triplet_files: dict[str, Path]
+) -> None:
+    """A Hub id (not a model-dir folder) loads from a filled cache with HF_HUB_OFFLINE=1."""
+    client = pg_stack.client
+    train = upload(client, triplet_files["train"]).json()
+    r = client.post(
+        "/jobs",
+        json={
+            "base_model": HUB_MODEL,
+            "train_dataset": train["id"],
+            "hyperparameters": {"max_steps": 2},
+        },
+    )
+    assert r.status_code == 202, r.text
+    final, _ = wait_for_job(client, r.json()["id"])
+    assert final["status"] == "succeeded", (final, pg_stack.logs())
+    # Without eval or test data there is nothing to score on.
+    assert final["metrics"] is None
+    assert final["model"]["size_bytes"] > 0
