@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -24,4 +25,10 @@ class Dataset(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     # Relative to the data dir, never shown to clients.
     storage_key: Mapped[str] = mapped_column(String(300))
+    # The stored file's format when the upload was converted (e.g. NLI pairs to triplets).
+    stored_format: Mapped[str | None] = mapped_column(String(16))
+    # role -> source column, as given on upload ({"anchor": "query", ...}).
+    column_mapping: Mapped[dict[str, str] | None] = mapped_column(JSONType)
+    # How the upload was converted, with counts; None when stored as uploaded.
+    conversion: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
