@@ -71,7 +71,9 @@ def test_local_mode_runs_a_job_to_a_loadable_model(
     final, seen = wait_for_job(client, r.json()["id"])
     assert final["status"] == "succeeded", (final, local_stack.logs())
     assert any(s["status"] == "running" for s in seen), seen
-    assert final["progress"]["step"] == final["progress"]["total_steps"] == 150
+    # 30 of the 600 rows are held out as the eval set (there is none): 570 / 8 * 2 epochs.
+    assert final["holdout"] == {"rows": 30, "share": 0.05, "seed": 42}
+    assert final["progress"]["step"] == final["progress"]["total_steps"] == 144
 
     # The embedded default keeps everything in the data dir.
     assert (local_stack.data_dir / "embedtune.db").is_file()

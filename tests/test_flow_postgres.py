@@ -19,6 +19,7 @@ METRIC_KEYS = {
     "manhattan_accuracy",
     "max_accuracy",
 }
+STS_KEYS = {"sts_spearman_cosine", "sts_pearson_cosine"}
 
 
 def test_upload_train_poll_download_and_recompute(
@@ -60,6 +61,7 @@ def test_upload_train_poll_download_and_recompute(
         "seed": 42,
         "precision": "auto",
         "max_steps": None,
+        "eval_steps": None,
     }
     early = client.get(f"/jobs/{job['id']}/model")
     assert early.status_code == 409 and early.json()["error"]["code"] == "model_not_ready"
@@ -69,21 +71,26 @@ def test_upload_train_poll_download_and_recompute(
     running = [s for s in seen if s["status"] == "running" and s["progress"]]
     assert running, f"never saw running with progress: {seen}"
     steps = [s["progress"]["step"] for s in running]
-    assert steps == sorted(steps) and steps[0] < 300
-    assert running[0]["progress"]["total_steps"] == 300  # 600 rows / 8 per batch * 4 epochs
-    assert final["progress"]["step"] == final["progress"]["total_steps"] == 300
+    assert steps == sorted(steps) and steps[0] < 288
+    # No eval set: 5% of the 600 rows (30) are held out to evaluate on while training, so
+    # 570 rows / 8 per batch * 4 epochs.
+    assert final["holdout"] == {"rows": 30, "share": 0.05, "seed": 42}
+    assert running[0]["progress"]["total_steps"] == 288
+    assert final["progress"]["step"] == final["progress"]["total_steps"] == 288
     assert final["started_at"] and final["finished_at"] >= final["started_at"]
     assert final["hyperparameters"]["precision"] == "fp32"  # auto on a CPU worker
     assert final["hyperparameters"]["max_seq_length"] == 128  # the tiny model's own
+    assert final["hyperparameters"]["eval_steps"] == 29  # resolved: ceil(288 / 10)
     assert final["metrics"]["evaluated_on"] == "test"
     assert final["metadata"] == {"team": "search"} and final["error"] is None
 
     metrics = final["metrics"]
     for which in ("base", "fine_tuned"):
-        assert set(metrics[which]) == METRIC_KEYS
+        assert set(metrics[which]) == METRIC_KEYS | STS_KEYS
+        assert all(metrics[which][k] is None for k in STS_KEYS)  # no sts_dataset
         assert 0 <= metrics[which]["cosine_accuracy"] <= 1
         assert metrics[which]["max_accuracy"] == max(
-            v for k, v in metrics[which].items() if k != "max_accuracy"
+            metrics[which][k] for k in METRIC_KEYS if k != "max_accuracy"
         )
 
     download = client.get(final["model"]["url"])
@@ -96,7 +103,8 @@ def test_upload_train_poll_download_and_recompute(
     assert (model_dir / "model.safetensors").is_file()
     assert (model_dir / "README.md").is_file()
     stored = json.loads((model_dir / "metrics.json").read_text())
-    assert stored["base"] == metrics["base"] and stored["fine_tuned"] == metrics["fine_tuned"]
+    for which in ("base", "fine_tuned"):
+        assert stored[which] == {k: metrics[which][k] for k in METRIC_KEYS}
     assert SentenceTransformer(str(model_dir), device="cpu").encode(["a test"]).shape[0] == 1
 
     recomputed = cosine_triplet_accuracy(model_dir, triplet_files["test"])
@@ -141,8 +149,9 @@ def test_pairs_train_and_job_listing(pg_stack: Stack, triplet_files: dict[str, P
         final, _ = wait_for_job(client, job_id)
         assert final["status"] == "succeeded", (final, pg_stack.logs())
         assert final["progress"]["step"] == 3
-        # No test set: the metrics come from the eval set, and say so.
+        # No test set: the metrics come from the eval set, and say so; nothing is held out.
         assert final["metrics"]["evaluated_on"] == "eval"
+        assert final["holdout"] is None
 
     first = client.get("/jobs", params={"limit": 2, "status": "succeeded"}).json()
     assert [j["id"] for j in first["data"]] == ids[::-1][:2]
@@ -171,6 +180,7 @@ def test_hub_model_id_resolves_through_the_hugging_face_cache(
     assert r.status_code == 202, r.text
     final, _ = wait_for_job(client, r.json()["id"])
     assert final["status"] == "succeeded", (final, pg_stack.logs())
-    # Without eval or test data there is nothing to score on.
-    assert final["metrics"] is None
+    # Without eval or test data, 5% of the training triplets are held out and scored on.
+    assert final["holdout"] == {"rows": 30, "share": 0.05, "seed": 42}
+    assert final["metrics"]["evaluated_on"] == "holdout"
     assert final["model"]["size_bytes"] > 0

@@ -10,6 +10,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
@@ -20,6 +21,7 @@ from app.jobs.models import Job
 from app.jobs.states import JobStatus, transition
 from app.settings import Settings, get_settings
 from app.storage import job_dir, model_archive_path
+from worker.metrics import MetricPointWriter
 from worker.progress import ThrottledProgressWriter
 from worker.specs import build_spec
 from worker.training.errors import TrainingError
@@ -109,7 +111,12 @@ def _run_claimed(job_id: str, settings: Settings, work_dir: Any) -> None:
         hyperparameters = dict(job.hyperparameters)
 
     writer = ThrottledProgressWriter(job_id, settings.progress_interval_s)
-    result = run(spec, writer)
+    points = MetricPointWriter(job_id, settings.progress_interval_s)
+    try:
+        result = run(spec, writer, record=points)
+    finally:
+        # What was recorded until the end (or the failure) is kept; a failed write is logged.
+        points.flush()
     archive = make_archive(result.model_dir, model_archive_path(settings, job_id))
 
     last = writer.latest
@@ -121,7 +128,10 @@ def _run_claimed(job_id: str, settings: Settings, work_dir: Any) -> None:
     }
     hyperparameters["precision"] = result.precision
     hyperparameters["max_seq_length"] = result.max_seq_length
+    if hyperparameters.get("eval_steps") is None:
+        hyperparameters["eval_steps"] = result.eval_steps
     metrics = dict(result.metrics, evaluated_on=result.evaluated_on) if result.metrics else None
+    holdout = asdict(result.holdout) if result.holdout is not None else None
 
     def write() -> bool:
         with unit_of_work() as session:
@@ -132,6 +142,7 @@ def _run_claimed(job_id: str, settings: Settings, work_dir: Any) -> None:
                 expected=JobStatus.RUNNING,
                 finished_at=utcnow(),
                 metrics=metrics,
+                holdout=holdout,
                 progress=progress,
                 hyperparameters=hyperparameters,
                 model_size_bytes=archive.size_bytes,

@@ -12,10 +12,19 @@ from app.jobs.models import Job
 from app.settings import Settings
 from app.storage import resolve_key
 from worker.training.errors import DatasetUnavailable
-from worker.training.spec import DataSource, HubData, Hyperparameters, LocalData, TrainingSpec
+from worker.training.spec import (
+    STS_COLUMNS,
+    DataSource,
+    HubData,
+    Hyperparameters,
+    LocalData,
+    TrainingSpec,
+)
 
 
-def _source(session: Session, settings: Settings, field: str, ref: Any) -> DataSource | None:
+def _source(
+    session: Session, settings: Settings, field: str, ref: Any, *, sts: bool = False
+) -> DataSource | None:
     if ref is None:
         return None
     if isinstance(ref, dict):
@@ -32,10 +41,15 @@ def _source(session: Session, settings: Settings, field: str, ref: Any) -> DataS
         raise DatasetUnavailable(
             f"{field}: uploaded dataset '{ref}' is missing from storage; upload it again"
         )
+    columns = tuple(dataset.text_columns)
+    if sts and len(columns) < 3:
+        # The two texts of an STS upload, then its score column.
+        columns = (*columns, STS_COLUMNS[2])
     return LocalData(
         path=path,
-        format=dataset.format,  # type: ignore[arg-type]
-        columns=tuple(dataset.text_columns),
+        # A converted upload is stored in another format than it was uploaded in.
+        format=(dataset.stored_format or dataset.format),  # type: ignore[arg-type]
+        columns=columns,
     )
 
 
@@ -49,6 +63,7 @@ def build_spec(
         train=train,
         eval=_source(session, settings, "eval_dataset", job.eval_dataset),
         test=_source(session, settings, "test_dataset", job.test_dataset),
+        sts=_source(session, settings, "sts_dataset", job.sts_dataset, sts=True),
         loss="mnr",
         hyperparameters=Hyperparameters(**job.hyperparameters),
         output_dir=output_dir,

@@ -19,8 +19,19 @@ def upload_dataset(
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="JSONL, CSV or Parquet with text columns.")],
     name: Annotated[str | None, Form(max_length=200)] = None,
+    column_mapping: Annotated[
+        str | None,
+        Form(
+            description='JSON object role -> your column name, e.g. {"anchor": "query", '
+            '"positive": "passage", "negative": "hard_negative"}. Roles: anchor, positive, '
+            "negative, negative_1..negative_N, sentence1, sentence2, score, premise, "
+            "hypothesis, label. Unmapped columns keep their own names."
+        ),
+    ] = None,
 ) -> DatasetRead:
-    """Upload triplets (anchor, positive, negative) or pairs (anchor, positive)."""
+    """Upload training data: triplets (anchor, positive, negative[, negative_2, ...]), pairs
+    (anchor, positive), STS (sentence1, sentence2, score) or NLI pairs (premise, hypothesis,
+    label; stored converted to triplets)."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
         raise PayloadTooLarge(
@@ -28,7 +39,9 @@ def upload_dataset(
             "(setting EMBEDTUNE_MAX_UPLOAD_BYTES)",
             {"limit_bytes": settings.max_upload_bytes},
         )
-    dataset = service.store_upload(session, settings, file.file, file.filename, name)
+    dataset = service.store_upload(
+        session, settings, file.file, file.filename, name, column_mapping
+    )
     session.commit()
     return service.to_read(dataset)
 

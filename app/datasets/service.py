@@ -1,4 +1,4 @@
-"""Dataset use cases: store and validate an upload, read, list."""
+"""Dataset use cases: store and validate an upload (converting NLI pairs), read, list."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.datasets.models import Dataset
 from app.datasets.parsing import DatasetFormatError, describe_dataset, detect_format
+from app.datasets.roles import count_negatives, parse_column_mapping
 from app.datasets.schemas import DatasetRead
 from app.errors import NotFound, PayloadTooLarge, ValidationFailed
 from app.ids import new_id
@@ -39,12 +40,33 @@ def _copy_limited(src: BinaryIO, dest: BinaryIO, limit: int) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def _invalid(exc: DatasetFormatError) -> ValidationFailed:
+    return ValidationFailed(
+        f"{exc.field}: {exc.message}", {"field": exc.field, **exc.details}, code="dataset_invalid"
+    )
+
+
 def store_upload(
-    session: Session, settings: Settings, src: BinaryIO, filename: str | None, name: str | None
+    session: Session,
+    settings: Settings,
+    src: BinaryIO,
+    filename: str | None,
+    name: str | None,
+    column_mapping: str | None = None,
 ) -> Dataset:
-    """Validate an uploaded file and keep it. Raises 413 over the limit, 422 naming the row."""
-    fd, tmp_name = tempfile.mkstemp(dir=upload_tmp_dir(settings), suffix=".part")
+    """Validate an uploaded file and keep it. Raises 413 over the limit, 422 naming the row.
+
+    ``column_mapping`` is the form field's JSON text (role -> the file's column name). NLI
+    pairs are stored converted to triplets (JSON Lines); otherwise the uploaded bytes are kept.
+    """
+    try:
+        mapping = parse_column_mapping(column_mapping)
+    except DatasetFormatError as exc:
+        raise _invalid(exc) from exc
+    tmp_dir = upload_tmp_dir(settings)
+    fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, suffix=".part")
     tmp = Path(tmp_name)
+    converted = tmp.with_name(tmp.name + ".converted")
     try:
         with os.fdopen(fd, "wb") as out:
             size, sha256 = _copy_limited(src, out, settings.max_upload_bytes)
@@ -56,18 +78,18 @@ def store_upload(
             head = fh.read(4096)
         try:
             fmt = detect_format(filename, head)
-            description = describe_dataset(tmp, fmt)
+            description = describe_dataset(tmp, fmt, mapping, converted_path=converted)
         except DatasetFormatError as exc:
-            raise ValidationFailed(
-                f"file: {exc.message}", {"field": "file", **exc.details}, code="dataset_invalid"
-            ) from exc
+            raise _invalid(exc) from exc
         dataset_id = new_id("ds")
-        key = dataset_key(dataset_id, description.format)
+        stored_format = description.stored_format or description.format
+        key = dataset_key(dataset_id, stored_format)
         final = resolve_key(settings, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
+        os.replace(converted if description.stored_format else tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+        converted.unlink(missing_ok=True)
     dataset = Dataset(
         id=dataset_id,
         name=(name or filename or dataset_id)[:200],
@@ -79,6 +101,9 @@ def store_upload(
         size_bytes=size,
         sha256=sha256,
         storage_key=key,
+        stored_format=description.stored_format,
+        column_mapping=mapping,
+        conversion=description.conversion,
     )
     session.add(dataset)
     try:
@@ -101,4 +126,20 @@ def list_datasets(session: Session) -> list[Dataset]:
 
 
 def to_read(dataset: Dataset) -> DatasetRead:
-    return DatasetRead.model_validate(dataset, from_attributes=True)
+    return DatasetRead.model_validate(
+        {
+            "id": dataset.id,
+            "name": dataset.name,
+            "format": dataset.format,
+            "kind": dataset.kind,
+            "columns": dataset.columns,
+            "text_columns": dataset.text_columns,
+            "negatives": count_negatives(dataset.kind, dataset.text_columns),
+            "column_mapping": dataset.column_mapping,
+            "conversion": dataset.conversion,
+            "rows": dataset.rows,
+            "size_bytes": dataset.size_bytes,
+            "sha256": dataset.sha256,
+            "created_at": dataset.created_at,
+        }
+    )

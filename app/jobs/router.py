@@ -9,7 +9,7 @@ from app.deps import SessionDep, SettingsDep
 from app.errors import NotFound
 from app.jobs import service
 from app.jobs.dispatch import dispatch
-from app.jobs.schemas import JobCreate, JobList, JobRead
+from app.jobs.schemas import JobCreate, JobList, JobMetricsSeries, JobRead
 from app.jobs.states import JobStatus
 from app.storage import model_archive_path
 
@@ -44,6 +44,17 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobRead)
 def get_job(job_id: str, session: SessionDep) -> JobRead:
     return service.to_read(service.get_job(session, job_id))
+
+
+@router.get(
+    "/{job_id}/metrics",
+    response_model=JobMetricsSeries,
+    responses={404: {"description": "Unknown job"}},
+)
+def get_job_metrics(job_id: str, session: SessionDep) -> JobMetricsSeries:
+    """The training time series (train loss per logging step, evaluations on the eval set) and
+    the final base vs fine-tuned metrics. Available while the job runs: the series so far."""
+    return service.job_metrics(session, job_id)
 
 
 @router.get(

@@ -89,6 +89,15 @@ class HyperparametersIn(BaseModel):
     max_steps: int | None = Field(
         None, ge=1, le=10_000_000, description="Stop after this many steps (overrides epochs)."
     )
+    eval_steps: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="Evaluate on the eval set (or the hold-out) every this many steps, and at "
+        "the last step. Null: about ten times a job (ceil(total_steps / 10)); the job shows the "
+        "value used once it ran.",
+        examples=[500],
+    )
 
 
 class JobCreate(BaseModel):
@@ -132,6 +141,13 @@ class JobCreate(BaseModel):
     )
     test_dataset: DatasetRef | None = Field(
         None, description="Triplets the base and fine-tuned models are scored on."
+    )
+    sts_dataset: DatasetRef | None = Field(
+        None,
+        description="Optional STS pairs (sentence1, sentence2, score in [0, 1]): an uploaded "
+        "dataset of kind 'sts', or a Hub reference. Adds the Spearman and Pearson correlation "
+        "of cosine similarity with the scores to the base and fine-tuned metrics.",
+        examples=["ds_4d5e6f70"],
     )
     loss: Literal["mnr"] = Field("mnr", description="mnr: MultipleNegativesRankingLoss.")
     hyperparameters: HyperparametersIn = Field(default_factory=HyperparametersIn)
@@ -183,19 +199,56 @@ class ModelArtifact(BaseModel):
 
 
 class TripletMetrics(BaseModel):
-    cosine_accuracy: float
-    dot_accuracy: float
-    euclidean_accuracy: float
-    manhattan_accuracy: float
-    max_accuracy: float
+    cosine_accuracy: float = Field(
+        description="Share of triplets whose anchor is more cosine-similar to the positive "
+        "than to the negative.",
+        examples=[0.91],
+    )
+    dot_accuracy: float = Field(description="The same with dot product.", examples=[0.9])
+    euclidean_accuracy: float = Field(
+        description="The same with euclidean distance.", examples=[0.91]
+    )
+    manhattan_accuracy: float = Field(
+        description="The same with manhattan distance.", examples=[0.91]
+    )
+    max_accuracy: float = Field(description="The best of the four.", examples=[0.91])
+    sts_spearman_cosine: float | None = Field(
+        None,
+        description="Spearman correlation of cosine similarity with the STS scores, in [-1, 1]. "
+        "Null without sts_dataset (or when undefined).",
+        examples=[0.82],
+    )
+    sts_pearson_cosine: float | None = Field(
+        None,
+        description="Pearson correlation of cosine similarity with the STS scores, in [-1, 1]. "
+        "Null without sts_dataset (or when undefined).",
+        examples=[0.8],
+    )
+
+
+EvaluatedOn = Literal["test", "eval", "holdout"]
+_EVALUATED_ON = (
+    "Which data the triplet accuracies were computed on: test_dataset ('test'), else "
+    "eval_dataset ('eval'), else the rows held out of the training data ('holdout')."
+)
 
 
 class JobMetrics(BaseModel):
     base: TripletMetrics
     fine_tuned: TripletMetrics
-    evaluated_on: Literal["test", "eval"] | None = Field(
-        None, description="Which data the metrics were computed on: test_dataset or eval_dataset."
+    evaluated_on: EvaluatedOn | None = Field(None, description=_EVALUATED_ON)
+
+
+class Holdout(BaseModel):
+    """Training rows held out as the eval set, because the job has no eval_dataset."""
+
+    rows: int = Field(description="Rows held out (and not trained on).", examples=[163])
+    share: float = Field(
+        description="The share of the training rows held out: 5%, at least 1 row and at most "
+        "1000. Nothing is held out of fewer than 20 rows.",
+        examples=[0.05],
     )
+    seed: int = Field(description="The seed that picked them (the job's seed).", examples=[42])
 
 
 class JobRead(BaseModel):
@@ -206,6 +259,14 @@ class JobRead(BaseModel):
     train_dataset: DatasetRef
     eval_dataset: DatasetRef | None
     test_dataset: DatasetRef | None
+    sts_dataset: DatasetRef | None = Field(
+        None, description="STS pairs scored with Spearman/Pearson correlation, if any."
+    )
+    holdout: Holdout | None = Field(
+        None,
+        description="Set once the job ran without eval_dataset: how many training rows were "
+        "held out (seeded, not trained on) to evaluate on. Null when nothing was held out.",
+    )
     loss: str
     hyperparameters: dict[str, Any] = Field(description="Every value resolved, defaults filled in.")
     metadata: dict[str, str]
@@ -214,7 +275,9 @@ class JobRead(BaseModel):
     finished_at: datetime | None
     progress: Progress | None
     metrics: JobMetrics | None = Field(
-        description="Triplet accuracy on the test data (or the eval data when there is none)."
+        description="Triplet accuracy of the base and the fine-tuned model on the test data, "
+        "else the eval data, else the held-out rows (when they are triplets); plus STS "
+        "correlations with sts_dataset. GET /jobs/{id}/metrics has the time series."
     )
     error: JobError | None
     model: ModelArtifact | None
@@ -224,3 +287,134 @@ class JobList(BaseModel):
     data: list[JobRead]
     has_more: bool
     next_cursor: str | None = Field(description="Pass as ?cursor= to get the next page.")
+
+
+class TrainPoint(BaseModel):
+    step: int = Field(description="Optimisation step the loss was logged at.", examples=[30])
+    epoch: float = Field(description="Fractional epoch.", examples=[0.1])
+    loss: float | None = Field(
+        description="Mean training loss (MNR) since the previous logged step.", examples=[1.42]
+    )
+    learning_rate: float | None = Field(
+        description="Learning rate at this step.", examples=[1.8e-5]
+    )
+    grad_norm: float | None = Field(
+        None, description="Gradient norm before clipping, when the trainer reports it."
+    )
+
+
+class EvalPoint(BaseModel):
+    step: int = Field(description="Step evaluated after; 0 is the base model.", examples=[0])
+    epoch: float = Field(description="Fractional epoch.", examples=[0.0])
+    loss: float | None = Field(description="MNR loss on the eval set.", examples=[1.87])
+    cosine_accuracy: float | None = Field(
+        None, description="Triplet accuracies on the eval set; null when it has no negatives."
+    )
+    dot_accuracy: float | None = None
+    euclidean_accuracy: float | None = None
+    manhattan_accuracy: float | None = None
+    max_accuracy: float | None = None
+
+
+class MetricsDifference(BaseModel):
+    """fine_tuned - base for every metric both have (null otherwise)."""
+
+    cosine_accuracy: float | None = Field(None, examples=[0.12])
+    dot_accuracy: float | None = None
+    euclidean_accuracy: float | None = None
+    manhattan_accuracy: float | None = None
+    max_accuracy: float | None = None
+    sts_spearman_cosine: float | None = None
+    sts_pearson_cosine: float | None = None
+
+
+class FinalMetrics(BaseModel):
+    base: TripletMetrics = Field(description="The base model, before training.")
+    fine_tuned: TripletMetrics = Field(description="The fine-tuned model.")
+    difference: MetricsDifference = Field(description="fine_tuned - base, per metric.")
+    evaluated_on: EvaluatedOn | None = Field(None, description=_EVALUATED_ON)
+
+
+class JobMetricsSeries(BaseModel):
+    """A job's training time series and its final base vs fine-tuned metrics."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": "job_0123abcd",
+                    "status": "succeeded",
+                    "total_steps": 300,
+                    "train": [
+                        {
+                            "step": 3,
+                            "epoch": 0.04,
+                            "loss": 2.61,
+                            "learning_rate": 2e-4,
+                            "grad_norm": 4.5,
+                        }
+                    ],
+                    "eval": [
+                        {
+                            "step": 0,
+                            "epoch": 0.0,
+                            "loss": 2.14,
+                            "cosine_accuracy": 0.62,
+                            "dot_accuracy": 0.6,
+                            "euclidean_accuracy": 0.61,
+                            "manhattan_accuracy": 0.61,
+                            "max_accuracy": 0.62,
+                        }
+                    ],
+                    "final": {
+                        "base": {
+                            "cosine_accuracy": 0.6,
+                            "dot_accuracy": 0.58,
+                            "euclidean_accuracy": 0.6,
+                            "manhattan_accuracy": 0.6,
+                            "max_accuracy": 0.6,
+                            "sts_spearman_cosine": 0.41,
+                            "sts_pearson_cosine": 0.4,
+                        },
+                        "fine_tuned": {
+                            "cosine_accuracy": 0.72,
+                            "dot_accuracy": 0.7,
+                            "euclidean_accuracy": 0.71,
+                            "manhattan_accuracy": 0.71,
+                            "max_accuracy": 0.72,
+                            "sts_spearman_cosine": 0.55,
+                            "sts_pearson_cosine": 0.53,
+                        },
+                        "difference": {
+                            "cosine_accuracy": 0.12,
+                            "dot_accuracy": 0.12,
+                            "euclidean_accuracy": 0.11,
+                            "manhattan_accuracy": 0.11,
+                            "max_accuracy": 0.12,
+                            "sts_spearman_cosine": 0.14,
+                            "sts_pearson_cosine": 0.13,
+                        },
+                        "evaluated_on": "test",
+                    },
+                }
+            ]
+        }
+    )
+
+    job_id: str = Field(examples=["job_0123abcd"])
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    total_steps: int | None = Field(
+        description="Steps the job runs, once it has started.", examples=[300]
+    )
+    train: list[TrainPoint] = Field(
+        description="The training loss at every logging step (and the last step), by step. "
+        "Grows while the job runs."
+    )
+    eval: list[EvalPoint] = Field(
+        description="Evaluations on the eval set (or the hold-out), by step: step 0 is the base "
+        "model, then every eval_steps steps and the last step. Empty without an eval set."
+    )
+    final: FinalMetrics | None = Field(
+        description="Base vs fine-tuned metrics and their difference; null until the job has "
+        "metrics."
+    )

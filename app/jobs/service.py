@@ -13,12 +13,24 @@ from sqlalchemy.orm import Session
 from app.datasets.models import Dataset
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id
-from app.jobs.models import Job
-from app.jobs.schemas import DatasetRef, HubDatasetRef, JobCreate, JobRead
+from app.jobs.models import Job, JobMetricPoint
+from app.jobs.schemas import DatasetRef, HubDatasetRef, JobCreate, JobMetricsSeries, JobRead
 from app.jobs.states import JobStatus
 
+_TRIPLETS_NEEDED = "evaluation needs triplets (columns anchor, positive, negative)"
+# What each dataset field accepts (None: any kind but "sts"), and why, for the message.
+_KINDS: dict[str, tuple[frozenset[str] | None, str]] = {
+    "train_dataset": (None, "STS pairs with scores cannot be trained on with MNR"),
+    "eval_dataset": (frozenset({"triplet"}), _TRIPLETS_NEEDED),
+    "test_dataset": (frozenset({"triplet"}), _TRIPLETS_NEEDED),
+    "sts_dataset": (
+        frozenset({"sts"}),
+        "sts_dataset needs STS pairs (columns sentence1, sentence2, score)",
+    ),
+}
 
-def _check_dataset(session: Session, field: str, ref: DatasetRef | None, triplets: bool) -> None:
+
+def _check_dataset(session: Session, field: str, ref: DatasetRef | None) -> None:
     if ref is None or isinstance(ref, HubDatasetRef):
         return
     dataset = session.get(Dataset, ref)
@@ -28,11 +40,22 @@ def _check_dataset(session: Session, field: str, ref: DatasetRef | None, triplet
             {"field": field, "dataset": ref},
             code="dataset_not_found",
         )
-    if triplets and dataset.kind != "triplet":
+    kinds, needs = _KINDS[field]
+    refused = dataset.kind == "sts" if kinds is None else dataset.kind not in kinds
+    if refused:
         raise ValidationFailed(
-            f"{field}: dataset '{ref}' has {dataset.kind}s, but evaluation needs triplets "
-            "(columns anchor, positive, negative)",
+            f"{field}: dataset '{ref}' has {dataset.kind}s, but {needs}",
             {"field": field, "dataset": ref, "kind": dataset.kind},
+            code="dataset_kind_invalid",
+        )
+    negatives = len(dataset.text_columns) - 2
+    if field in {"eval_dataset", "test_dataset"} and negatives != 1:
+        # TripletEvaluator scores one negative per anchor.
+        raise ValidationFailed(
+            f"{field}: dataset '{ref}' has {negatives} negatives per row, but evaluation "
+            "scores exactly one (columns anchor, positive, negative); upload it with one "
+            "negative column for evaluation",
+            {"field": field, "dataset": ref, "negatives": negatives},
             code="dataset_kind_invalid",
         )
 
@@ -45,9 +68,10 @@ def _ref_json(ref: DatasetRef | None) -> Any:
 
 def create_job(session: Session, payload: JobCreate) -> Job:
     """Validate the referenced datasets and add a queued job. Raises ValidationFailed (422)."""
-    _check_dataset(session, "train_dataset", payload.train_dataset, triplets=False)
-    _check_dataset(session, "eval_dataset", payload.eval_dataset, triplets=True)
-    _check_dataset(session, "test_dataset", payload.test_dataset, triplets=True)
+    _check_dataset(session, "train_dataset", payload.train_dataset)
+    _check_dataset(session, "eval_dataset", payload.eval_dataset)
+    _check_dataset(session, "test_dataset", payload.test_dataset)
+    _check_dataset(session, "sts_dataset", payload.sts_dataset)
     job = Job(
         id=new_id("job"),
         name=payload.name,
@@ -56,6 +80,7 @@ def create_job(session: Session, payload: JobCreate) -> Job:
         train_dataset=_ref_json(payload.train_dataset),
         eval_dataset=_ref_json(payload.eval_dataset),
         test_dataset=_ref_json(payload.test_dataset),
+        sts_dataset=_ref_json(payload.sts_dataset),
         loss=payload.loss,
         hyperparameters=payload.hyperparameters.model_dump(),
         metadata_=dict(payload.metadata),
@@ -138,6 +163,8 @@ def to_read(job: Job) -> JobRead:
             "train_dataset": job.train_dataset,
             "eval_dataset": job.eval_dataset,
             "test_dataset": job.test_dataset,
+            "sts_dataset": job.sts_dataset,
+            "holdout": job.holdout,
             "loss": job.loss,
             "hyperparameters": job.hyperparameters,
             "metadata": job.metadata_ or {},
@@ -150,3 +177,68 @@ def to_read(job: Job) -> JobRead:
             "model": model,
         }
     )
+
+
+_TRAIN_KEYS = ("loss", "learning_rate", "grad_norm")
+_EVAL_KEYS = (
+    "loss",
+    "cosine_accuracy",
+    "dot_accuracy",
+    "euclidean_accuracy",
+    "manhattan_accuracy",
+    "max_accuracy",
+)
+_FINAL_KEYS = (*_EVAL_KEYS[1:], "sts_spearman_cosine", "sts_pearson_cosine")
+
+
+def _difference(base: dict[str, Any], fine_tuned: dict[str, Any]) -> dict[str, float | None]:
+    """fine_tuned - base per metric; None where either is missing."""
+    out: dict[str, float | None] = {}
+    for key in _FINAL_KEYS:
+        b, f = base.get(key), fine_tuned.get(key)
+        if isinstance(b, int | float) and isinstance(f, int | float):
+            out[key] = float(f) - float(b)
+        else:
+            out[key] = None
+    return out
+
+
+def job_metrics(session: Session, job_id: str) -> JobMetricsSeries:
+    """The job's time series so far and its final metrics (404 for an unknown job)."""
+    job = get_job(session, job_id)
+    rows = session.scalars(
+        select(JobMetricPoint)
+        .where(JobMetricPoint.job_id == job.id)
+        .order_by(JobMetricPoint.kind, JobMetricPoint.step)
+    )
+    train: list[dict[str, Any]] = []
+    evals: list[dict[str, Any]] = []
+    for row in rows:
+        values = row.values or {}
+        if row.kind == "train":
+            train.append({"step": row.step, "epoch": row.epoch, **_pick(values, _TRAIN_KEYS)})
+        elif row.kind == "eval":
+            evals.append({"step": row.step, "epoch": row.epoch, **_pick(values, _EVAL_KEYS)})
+    final = None
+    metrics = job.metrics
+    if metrics and metrics.get("base") and metrics.get("fine_tuned"):
+        final = {
+            "base": metrics["base"],
+            "fine_tuned": metrics["fine_tuned"],
+            "difference": _difference(metrics["base"], metrics["fine_tuned"]),
+            "evaluated_on": metrics.get("evaluated_on"),
+        }
+    return JobMetricsSeries.model_validate(
+        {
+            "job_id": job.id,
+            "status": job.status,
+            "total_steps": (job.progress or {}).get("total_steps"),
+            "train": train,
+            "eval": evals,
+            "final": final,
+        }
+    )
+
+
+def _pick(values: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: values.get(key) for key in keys}

@@ -691,7 +691,9 @@ def test_parquet_with_corrupt_data_pages(tmp_path: Path, snli_rows: list[dict[st
 
 MISSING_MESSAGE = (
     "missing column(s) {names}: a triplet dataset needs columns anchor, positive, negative "
-    "(a pair dataset anchor, positive)"
+    "(a pair dataset anchor, positive; STS data sentence1, sentence2, score; NLI data premise, "
+    "hypothesis, label); columns with other names can be given these roles with the "
+    "column_mapping field"
 )
 
 

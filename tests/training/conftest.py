@@ -24,6 +24,7 @@ from worker.training.spec import (
     DataSource,
     Hyperparameters,
     LocalData,
+    MetricPoint,
     Progress,
     TrainingResult,
     TrainingSpec,
@@ -111,13 +112,18 @@ class Run:
     spec: TrainingSpec
     result: TrainingResult
     events: list[Progress]
+    points: list[MetricPoint]
+
+    def series(self, kind: str) -> list[MetricPoint]:
+        return [p for p in self.points if p.kind == kind]
 
 
 @pytest.fixture(scope="package")
 def tiny_run(
     tmp_path_factory: pytest.TempPathFactory, make_spec: SpecFactory, data_files: dict[str, Path]
 ) -> Run:
-    """One real pipeline run of the tiny model: train pairs, eval and test triplets."""
+    """One real pipeline run of the tiny model: train pairs, eval and test triplets, with every
+    MetricPoint recorded."""
     from worker.training.pipeline import run
 
     spec = make_spec(
@@ -128,5 +134,6 @@ def tiny_run(
         hyperparameters=Hyperparameters(batch_size=8, learning_rate=1e-3, max_steps=TINY_RUN_STEPS),
     )
     events: list[Progress] = []
-    result = run(spec, events.append)
-    return Run(spec, result, events)
+    points: list[MetricPoint] = []
+    result = run(spec, events.append, points.append)
+    return Run(spec, result, events, points)

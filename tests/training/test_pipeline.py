@@ -139,7 +139,10 @@ def test_no_eval_or_test_data_gives_no_metrics(tmp_path, make_spec, data_files):
     events: list[Progress] = []
     spec = make_spec(tmp_path, local(data_files["train_pairs"], PAIRS))
     result = run(spec, events.append)
-    assert result.metrics is None
+    # Pairs are held out as the eval set (for the loss), but without negatives there are no
+    # triplets to score on.
+    assert result.holdout is not None and result.eval_rows == 5
+    assert result.metrics is None and result.evaluated_on is None
     assert result.total_steps == 3 and events[-1].step == 3
     written = json.loads((result.model_dir / METRICS_FILE).read_text())
     assert written == {"base": None, "fine_tuned": None, "base_model": "tiny", "total_steps": 3}
@@ -157,7 +160,8 @@ def test_epochs_without_max_steps_cover_the_data(tmp_path, make_spec, snli_rows)
         hyperparameters=Hyperparameters(batch_size=8, epochs=2, max_steps=None),
     )
     result = run(spec, events.append)
-    # 40 distinct anchors in batches of 8, twice.
+    # 40 rows less 2 held out (no eval data) in batches of 8, twice.
+    assert result.holdout is not None and result.train_rows == 38
     assert result.total_steps == 10
     assert events[-1].step == 10 and events[-1].epoch == pytest.approx(2.0)
 

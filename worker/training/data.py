@@ -1,17 +1,20 @@
 """Loading a DataSource into a `datasets.Dataset` holding only its text columns, in loss order.
 
 Training data has 2 columns (anchor, positive) or 3 (anchor, positive, negative); evaluation and
-test data must be triplets, because the TripletEvaluator needs a negative for every anchor.
+test data must be triplets, because the TripletEvaluator needs a negative for every anchor. STS
+data has two texts and a float score (sentence1, sentence2, score). Without eval data, a seeded
+share of the training rows is held out as the eval set (`split_holdout`).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from worker.training.errors import DatasetInvalid, DatasetUnavailable
 from worker.training.models import short_reason
-from worker.training.spec import DataSource, HubData, LocalData
+from worker.training.spec import STS_COLUMNS, DataSource, Holdout, HubData, LocalData
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -21,9 +24,15 @@ LOCAL_BUILDERS: dict[str, str] = {"jsonl": "json", "csv": "csv", "parquet": "par
 # Preferred Hub column names, in loss order.
 HUB_COLUMNS: tuple[str, ...] = ("anchor", "positive", "negative")
 
+# The hold-out rule: HOLDOUT_SHARE of the training rows, at least 1 and at most
+# HOLDOUT_MAX_ROWS, and none when the training data has fewer than HOLDOUT_MIN_TRAIN_ROWS rows.
+HOLDOUT_SHARE = 0.05
+HOLDOUT_MAX_ROWS = 1000
+HOLDOUT_MIN_TRAIN_ROWS = 20
+
 
 def load_train_data(source: DataSource, work_dir: Path) -> Dataset:
-    """Training data: 2 or 3 text columns, in loss order."""
+    """Training data in loss order: anchor, positive, then any number of negatives."""
     return load_text_dataset(source, work_dir, role="train")
 
 
@@ -39,6 +48,29 @@ def load_triplet_data(source: DataSource, work_dir: Path, role: str) -> Dataset:
     return dataset
 
 
+def load_sts_data(source: DataSource, work_dir: Path) -> Dataset:
+    """STS data: columns sentence1, sentence2 (texts) and score (float64), in that order.
+
+    Local files name their columns in `source.columns` (two texts, then the score); Hub datasets
+    use sentence1/sentence2/score when present, else their first two text columns and first
+    numeric column. Scores must be finite numbers and not all equal (correlation with a constant
+    is undefined); they are meant to lie in [0, 1], but correlations do not depend on the scale.
+    """
+    role = "STS"
+    if isinstance(source, LocalData):
+        if len(source.columns) != 3:
+            raise DatasetInvalid(
+                f"The {role} data needs 3 columns (two texts and a score), "
+                f"got {len(source.columns)}."
+            )
+        dataset = _load_local(source, work_dir, role, score_column=source.columns[2])
+    elif isinstance(source, HubData):
+        dataset = _load_hub(source, role, sts=True)
+    else:  # pragma: no cover - the DataSource union is closed
+        raise TypeError(f"unknown data source {type(source).__name__}")
+    return _check_sts(dataset, role)
+
+
 def load_text_dataset(source: DataSource, work_dir: Path, *, role: str) -> Dataset:
     """Load `source` and keep only its text columns, in loss order; DatasetUnavailable when it
     cannot be loaded, DatasetInvalid when it loads but cannot be used."""
@@ -52,15 +84,42 @@ def load_text_dataset(source: DataSource, work_dir: Path, *, role: str) -> Datas
     return dataset
 
 
-def _load_local(source: LocalData, work_dir: Path, role: str) -> Dataset:
+def split_holdout(train: Dataset, seed: int) -> tuple[Dataset, Dataset | None, Holdout | None]:
+    """Hold out a seeded share of `train` as an eval set: (rows to train on, held out, Holdout).
+
+    HOLDOUT_SHARE of the rows (rounded; at least 1, at most HOLDOUT_MAX_ROWS), chosen by a
+    permutation seeded with `seed`, so the same data and seed always hold out the same rows.
+    Both parts keep the original row order. Below HOLDOUT_MIN_TRAIN_ROWS rows nothing is held
+    out: (train, None, None).
+    """
+    import numpy as np
+
+    total = len(train)
+    if total < HOLDOUT_MIN_TRAIN_ROWS:
+        return train, None, None
+    rows = min(HOLDOUT_MAX_ROWS, max(1, round(total * HOLDOUT_SHARE)))
+    order = np.random.default_rng(seed).permutation(total)
+    held = np.sort(order[:rows])
+    kept = np.sort(order[rows:])
+    return (
+        train.select(kept.tolist()),
+        train.select(held.tolist()),
+        Holdout(rows=rows, share=HOLDOUT_SHARE, seed=seed),
+    )
+
+
+def _load_local(
+    source: LocalData, work_dir: Path, role: str, score_column: str | None = None
+) -> Dataset:
     from datasets import load_dataset
 
     builder = LOCAL_BUILDERS.get(source.format)
     if builder is None:
         raise DatasetInvalid(f"The {role} file has an unsupported format {source.format!r}.")
-    if not 2 <= len(source.columns) <= 3:
+    if len(source.columns) < 2:
         raise DatasetInvalid(
-            f"The {role} data needs 2 or 3 text columns, got {len(source.columns)}."
+            f"The {role} data needs at least 2 columns (anchor, positive), "
+            f"got {len(source.columns)}."
         )
     if not Path(source.path).is_file():
         raise DatasetUnavailable(f"The uploaded {role} file is missing on the worker.")
@@ -72,7 +131,9 @@ def _load_local(source: LocalData, work_dir: Path, role: str) -> Dataset:
 
         options = {
             "usecols": list(source.columns),
-            "features": Features({c: Value("string") for c in source.columns}),
+            "features": Features(
+                {c: Value("float64" if c == score_column else "string") for c in source.columns}
+            ),
             "keep_default_na": False,
             "na_filter": False,
         }
@@ -114,7 +175,7 @@ def _hub_split(source: HubData) -> str:
     return f"{source.split}[:{source.limit}]" if source.limit else source.split
 
 
-def _load_hub(source: HubData, role: str) -> Dataset:
+def _load_hub(source: HubData, role: str, *, sts: bool = False) -> Dataset:
     from datasets import Dataset, load_dataset
 
     try:
@@ -130,6 +191,14 @@ def _load_hub(source: HubData, role: str) -> Dataset:
         raise DatasetUnavailable(
             f"The {role} dataset {describe_hub(source)} did not load as a single split."
         )
+    if sts:
+        sts_columns = pick_sts_columns(loaded)
+        if sts_columns is None:
+            raise DatasetInvalid(
+                f"The {role} dataset {describe_hub(source)} needs two text columns and a "
+                f"numeric score column (columns: {', '.join(loaded.column_names)})."
+            )
+        return loaded.select_columns(sts_columns)
     columns = pick_hub_columns(loaded)
     if len(columns) < 2:
         raise DatasetInvalid(
@@ -149,6 +218,27 @@ def pick_hub_columns(dataset: Dataset) -> list[str]:
     return picked
 
 
+def pick_sts_columns(dataset: Dataset) -> list[str] | None:
+    """sentence1, sentence2, score when present, else the first two string columns and the first
+    numeric column; None when there are not enough of either."""
+    names = dataset.column_names
+    if all(c in names for c in STS_COLUMNS):
+        return list(STS_COLUMNS)
+    texts = [c for c in names if _is_string_feature(dataset.features[c])][:2]
+    scores = [c for c in names if _is_numeric_feature(dataset.features[c])][:1]
+    if len(texts) < 2 or not scores:
+        return None
+    return [*texts, *scores]
+
+
+def _is_numeric_feature(feature: Any) -> bool:
+    from datasets import Value
+
+    return isinstance(feature, Value) and (
+        feature.dtype.startswith(("int", "uint", "float")) or feature.dtype == "double"
+    )
+
+
 def _is_string_feature(feature: Any) -> bool:
     from datasets import Value
 
@@ -164,3 +254,29 @@ def _check_texts(dataset: Dataset, role: str) -> None:
         nulls = dataset.data.column(name).null_count
         if nulls:
             raise DatasetInvalid(f"The {role} data column {name!r} has {nulls} empty value(s).")
+
+
+def _check_sts(dataset: Dataset, role: str) -> Dataset:
+    """Texts in the first two columns, finite numeric scores in the third; renamed to
+    sentence1, sentence2, score with the score as float64."""
+    from datasets import Value
+
+    first, second, score = dataset.column_names
+    _check_texts(dataset.select_columns([first, second]), role)
+    if not _is_numeric_feature(dataset.features[score]):
+        raise DatasetInvalid(f"The {role} data column {score!r} does not hold numbers.")
+    nulls = dataset.data.column(score).null_count
+    if nulls:
+        raise DatasetInvalid(f"The {role} data column {score!r} has {nulls} empty value(s).")
+    if (first, second, score) != STS_COLUMNS:
+        names = dict(zip((first, second, score), STS_COLUMNS, strict=True))
+        dataset = dataset.rename_columns(names)
+    dataset = dataset.cast_column("score", Value("float64"))
+    values = dataset["score"]
+    if not all(math.isfinite(v) for v in values):
+        raise DatasetInvalid(f"The {role} data column {score!r} has a value that is not finite.")
+    if len(set(values)) < 2:
+        raise DatasetInvalid(
+            f"The {role} data needs at least 2 pairs with different scores to correlate with."
+        )
+    return dataset

@@ -12,19 +12,32 @@ import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from worker.training.callbacks import ProgressCallback
-from worker.training.data import load_train_data, load_triplet_data
+from worker.training.callbacks import MetricsCallback, ProgressCallback
+from worker.training.card import CardFacts, add_section
+from worker.training.data import load_sts_data, load_train_data, load_triplet_data, split_holdout
 from worker.training.errors import OutOfMemory, PrecisionUnsupported, TrainingError
-from worker.training.evaluation import build_triplet_evaluator, evaluate
+from worker.training.evaluation import (
+    build_sts_evaluator,
+    build_triplet_evaluator,
+    evaluate,
+    evaluate_sts,
+)
 from worker.training.models import load_base_model
-from worker.training.spec import Hyperparameters, ProgressReporter, TrainingResult, TrainingSpec
+from worker.training.spec import (
+    Hyperparameters,
+    Metrics,
+    MetricsRecorder,
+    ProgressReporter,
+    TrainingResult,
+    TrainingSpec,
+)
 
 if TYPE_CHECKING:
-    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +45,8 @@ METRICS_FILE = "metrics.json"
 # Aim for about this many loss reports over a run (logging_steps is derived from it).
 _LOSS_REPORTS = 100
 _MAX_LOGGING_STEPS = 50
+# Without eval_steps, evaluate about this many times a run (and at its last step).
+_EVALUATIONS = 10
 
 
 @dataclass(frozen=True)
@@ -71,13 +86,26 @@ def resolve_device(requested: str) -> DeviceChoice:
     return DeviceChoice(device, requested)
 
 
+def estimated_total_steps(hp: Hyperparameters, train_rows: int) -> int:
+    """The steps the trainer will run: max_steps, else batches per epoch times epochs."""
+    if hp.max_steps is not None and hp.max_steps > 0:
+        return hp.max_steps
+    return math.ceil(train_rows / hp.batch_size) * hp.epochs
+
+
 def logging_steps_for(hp: Hyperparameters, train_rows: int) -> int:
     """Log the training loss about _LOSS_REPORTS times a run (every step for short runs)."""
-    if hp.max_steps is not None and hp.max_steps > 0:
-        estimated = hp.max_steps
-    else:
-        estimated = math.ceil(train_rows / hp.batch_size) * hp.epochs
+    estimated = estimated_total_steps(hp, train_rows)
     return max(1, min(_MAX_LOGGING_STEPS, estimated // _LOSS_REPORTS))
+
+
+def eval_steps_for(hp: Hyperparameters, train_rows: int) -> int:
+    """hp.eval_steps, else ceil(total steps / _EVALUATIONS): at most _EVALUATIONS evaluations,
+    exactly that many when the total is a multiple of it (the trainer adds one at the last step
+    when it is not a multiple of eval_steps)."""
+    if hp.eval_steps is not None:
+        return hp.eval_steps
+    return max(1, math.ceil(estimated_total_steps(hp, train_rows) / _EVALUATIONS))
 
 
 @contextmanager
@@ -95,16 +123,30 @@ def _out_of_memory_as_error(batch_size: int, max_seq_length: int | None) -> Iter
         ) from exc
 
 
-def run(spec: TrainingSpec, report: ProgressReporter) -> TrainingResult:
+def run(
+    spec: TrainingSpec, report: ProgressReporter, record: MetricsRecorder | None = None
+) -> TrainingResult:
     """Fine-tune spec.base_model with MultipleNegativesRankingLoss and save it to spec.output_dir.
 
     Writes the sentence-transformers model folder (safetensors weights, tokenizer, modules, README
-    model card) plus metrics.json; returns what was produced. Metrics are computed on the test data,
-    or the eval data when there is no test data, for the base and the fine-tuned model.
+    model card with a "Fine-tuned with Embedtune" section) plus metrics.json; returns what was
+    produced.
+
+    Without eval data, a seeded share of the training rows is held out as the eval set (see
+    data.split_holdout) and not trained on. With an eval set, the trainer evaluates the base model
+    (step 0), every eval_steps steps and at the last step: MNR loss on the eval set and, for
+    triplets, triplet accuracy. `record` (optional) gets a MetricPoint for each of those and for
+    every logged training loss.
+
+    Metrics are computed on the test data, else the eval data, else the held-out rows (when they
+    are triplets), for the base and the fine-tuned model; with STS data, they also hold the
+    Spearman and Pearson correlation of cosine similarity with its scores.
     """
     hp = spec.hyperparameters
     if not 0.0 <= hp.warmup_ratio < 1.0:
         raise TrainingError(f"warmup_ratio must be at least 0 and below 1, got {hp.warmup_ratio}.")
+    if hp.eval_steps is not None and hp.eval_steps < 1:
+        raise TrainingError(f"eval_steps must be at least 1, got {hp.eval_steps}.")
     choice = resolve_device(hp.precision)
     work_dir = Path(spec.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +160,11 @@ def run(spec: TrainingSpec, report: ProgressReporter) -> TrainingResult:
     train_data = load_train_data(spec.train, work_dir)
     eval_data = load_triplet_data(spec.eval, work_dir, "eval") if spec.eval is not None else None
     test_data = load_triplet_data(spec.test, work_dir, "test") if spec.test is not None else None
+    sts_data = load_sts_data(spec.sts, work_dir) if spec.sts is not None else None
+    holdout = None
+    if eval_data is None:
+        train_data, eval_data, holdout = split_holdout(train_data, hp.seed)
+    eval_role: Literal["eval", "holdout"] = "holdout" if holdout is not None else "eval"
 
     from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -129,22 +176,38 @@ def run(spec: TrainingSpec, report: ProgressReporter) -> TrainingResult:
 
     loss = MultipleNegativesRankingLoss(model)
 
-    evaluated: tuple[Literal["test", "eval"], Dataset] | None = None
-    if test_data is not None:
-        evaluated = ("test", test_data)
-    elif eval_data is not None:
-        evaluated = ("eval", eval_data)
-    evaluator = (
-        build_triplet_evaluator(evaluated[1], evaluated[0], batch_size=hp.batch_size)
-        if evaluated is not None
+    # Evaluated during training: the eval set (triplet accuracy only when it has negatives).
+    eval_evaluator = (
+        build_triplet_evaluator(eval_data, eval_role, batch_size=hp.batch_size)
+        if eval_data is not None and len(eval_data.column_names) >= 3
         else None
     )
+    # The final metrics: the test data, else the eval set when it is triplets.
+    evaluated: Literal["test", "eval", "holdout"] | None = None
+    evaluator = None
+    if test_data is not None:
+        evaluated = "test"
+        evaluator = build_triplet_evaluator(test_data, "test", batch_size=hp.batch_size)
+    elif eval_evaluator is not None:
+        evaluated, evaluator = eval_role, eval_evaluator
+    sts_evaluator = (
+        build_sts_evaluator(sts_data, batch_size=hp.batch_size) if sts_data is not None else None
+    )
 
-    base_metrics: dict[str, float] | None = None
-    if evaluator is not None:
-        with _out_of_memory_as_error(hp.batch_size, hp.max_seq_length):
-            base_metrics = evaluate(model, evaluator)
+    def score(scored: SentenceTransformer) -> Metrics | None:
+        if evaluator is None:
+            return None
+        values: Metrics = dict(evaluate(scored, evaluator))
+        if sts_evaluator is not None:
+            values.update(evaluate_sts(scored, sts_evaluator))
+        return values
 
+    with _out_of_memory_as_error(hp.batch_size, hp.max_seq_length):
+        base_metrics = score(model)
+
+    evaluating = eval_data is not None
+    eval_steps = eval_steps_for(hp, len(train_data)) if evaluating else None
+    logging_steps = logging_steps_for(hp, len(train_data))
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work_dir / "trainer"),
         num_train_epochs=hp.epochs,
@@ -160,36 +223,66 @@ def run(spec: TrainingSpec, report: ProgressReporter) -> TrainingResult:
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         report_to="none",
         save_strategy="no",
-        eval_strategy="no",
+        # The trainer evaluates the eval set itself: the base model first, then every
+        # eval_steps steps, and at the last step when that is not a multiple of eval_steps.
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=eval_steps,
+        eval_on_start=evaluating,
         logging_strategy="steps",
-        logging_steps=logging_steps_for(hp, len(train_data)),
+        logging_steps=logging_steps,
         disable_tqdm=True,
         use_cpu=choice.device == "cpu",
     )
+    callbacks: list[Any] = [ProgressCallback(report)]
+    if record is not None:
+        callbacks.append(
+            MetricsCallback(record, eval_evaluator.name if eval_evaluator is not None else None)
+        )
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
         train_dataset=train_data,
-        eval_dataset=eval_data,  # not evaluated during training; named in the model card
+        eval_dataset=eval_data,
         loss=loss,
-        evaluator=evaluator,  # likewise: its results reach the card through the calls above/below
-        callbacks=[ProgressCallback(report)],
+        evaluator=eval_evaluator,
+        callbacks=callbacks,
     )
     # With tqdm disabled, transformers prints every log dict to stdout; progress goes to `report`.
     trainer.remove_callback(PrinterCallback)
     with _out_of_memory_as_error(hp.batch_size, hp.max_seq_length):
         trainer.train()
         total_steps = int(trainer.state.max_steps)
-        fine_tuned_metrics = evaluate(model, evaluator) if evaluator is not None else None
+        fine_tuned_metrics = score(model)
 
-    metrics: dict[str, dict[str, float]] | None = None
+    metrics: dict[str, Metrics] | None = None
     if base_metrics is not None and fine_tuned_metrics is not None:
         metrics = {"base": base_metrics, "fine_tuned": fine_tuned_metrics}
+    evaluated_on = evaluated if metrics is not None else None
 
     output_dir = Path(spec.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save(str(output_dir))
     write_metrics(output_dir, metrics, spec.base_model, total_steps)
+    used = asdict(hp)
+    used.update(
+        precision=choice.precision, max_seq_length=model.max_seq_length, eval_steps=eval_steps
+    )
+    add_section(
+        output_dir,
+        CardFacts(
+            base_model=spec.base_model,
+            loss="MultipleNegativesRankingLoss",
+            total_steps=total_steps,
+            train_rows=len(train_data),
+            eval_rows=len(eval_data) if eval_data is not None else None,
+            test_rows=len(test_data) if test_data is not None else None,
+            sts_rows=len(sts_data) if sts_data is not None else None,
+            holdout=holdout,
+            hyperparameters=used,
+            metrics=metrics,
+            evaluated_on=evaluated_on,
+        ),
+    )
 
     return TrainingResult(
         model_dir=output_dir,
@@ -199,13 +292,19 @@ def run(spec: TrainingSpec, report: ProgressReporter) -> TrainingResult:
         device=choice.device,
         precision=choice.precision,
         max_seq_length=model.max_seq_length,
-        evaluated_on=evaluated[0] if evaluated is not None and metrics is not None else None,
+        evaluated_on=evaluated_on,
+        eval_rows=len(eval_data) if eval_data is not None else None,
+        test_rows=len(test_data) if test_data is not None else None,
+        sts_rows=len(sts_data) if sts_data is not None else None,
+        holdout=holdout,
+        eval_steps=eval_steps,
+        logging_steps=logging_steps,
     )
 
 
 def write_metrics(
     output_dir: Path,
-    metrics: dict[str, dict[str, float]] | None,
+    metrics: dict[str, Metrics] | None,
     base_model: str,
     total_steps: int,
 ) -> Path:

@@ -16,6 +16,10 @@ METRIC_KEYS: tuple[str, ...] = (
     "manhattan_accuracy",
     "max_accuracy",
 )
+# Added to the metrics dicts when the run has an STS set (correlations in [-1, 1]).
+STS_METRIC_KEYS: tuple[str, ...] = ("sts_spearman_cosine", "sts_pearson_cosine")
+# The columns of an STS set, in this order: two texts and a similarity score.
+STS_COLUMNS: tuple[str, ...] = ("sentence1", "sentence2", "score")
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,8 @@ class LocalData:
     """An uploaded dataset file, already validated by the API.
 
     `columns` are the text columns in the order the loss takes them:
-    (anchor, positive) or (anchor, positive, negative).
+    (anchor, positive) or (anchor, positive, negative); for an STS set, the two texts and the
+    score column: (sentence1, sentence2, score).
     """
 
     path: Path
@@ -57,6 +62,7 @@ class Hyperparameters:
     seed: int = 42
     precision: Precision = "auto"
     max_steps: int | None = None
+    eval_steps: int | None = None  # None: about ten evaluations a run (ceil(total_steps / 10))
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class TrainingSpec:
     work_dir: Path
     eval: DataSource | None = None
     test: DataSource | None = None
+    sts: DataSource | None = None
     loss: Literal["mnr"] = "mnr"
     hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
     model_dirs: tuple[Path, ...] = ()
@@ -95,18 +102,62 @@ class ProgressReporter(Protocol):
 
 
 @dataclass(frozen=True)
+class MetricPoint:
+    """One point of a run's time series.
+
+    kind "train": a logged training step; `values` has `loss`, `learning_rate` and, when the
+    trainer reports it, `grad_norm`. kind "eval": an evaluation on the eval set (step 0 is the
+    base model); `values` has `loss` (MNR on the eval set) and, when the eval set is triplets,
+    the METRIC_KEYS. A value the trainer reported as NaN or infinite is None.
+    """
+
+    kind: Literal["train", "eval"]
+    step: int
+    epoch: float
+    values: dict[str, float | None]
+
+
+class MetricsRecorder(Protocol):
+    """Told about every MetricPoint as it happens; the caller decides how to persist them."""
+
+    def __call__(self, point: MetricPoint) -> None: ...
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Training rows held out (seeded, not trained on) as the eval set of a run without one."""
+
+    rows: int
+    share: float
+    seed: int
+
+
+# A metrics dict: METRIC_KEYS (and STS_METRIC_KEYS with an STS set) -> value. An STS correlation
+# is None when it is undefined (e.g. the model gives every pair the same similarity).
+Metrics = dict[str, float | None]
+
+
+@dataclass(frozen=True)
 class TrainingResult:
     """What a finished run produced.
 
-    `metrics` is {"base": {...}, "fine_tuned": {...}} with the METRIC_KEYS, computed on the test
-    data (or the eval data when there is no test data); None when the run had neither.
+    `metrics` is {"base": {...}, "fine_tuned": {...}} with the METRIC_KEYS (plus STS_METRIC_KEYS
+    when the run had an STS set), computed on the test data, else the eval data, else the held-out
+    rows; None when there were no triplets to score on.
     """
 
     model_dir: Path
-    metrics: dict[str, dict[str, float]] | None
+    metrics: dict[str, Metrics] | None
     total_steps: int
-    train_rows: int
+    train_rows: int  # the rows trained on (held-out rows excluded)
     device: str
     precision: str
     max_seq_length: int | None = None  # the value actually used
-    evaluated_on: Literal["test", "eval"] | None = None  # which data `metrics` came from
+    # Which data `metrics` came from.
+    evaluated_on: Literal["test", "eval", "holdout"] | None = None
+    eval_rows: int | None = None  # rows of the eval set (given or held out); None: no eval set
+    test_rows: int | None = None
+    sts_rows: int | None = None
+    holdout: Holdout | None = None  # set when the eval set was held out of the training rows
+    eval_steps: int | None = None  # steps between two evaluations; None: none during training
+    logging_steps: int = 1  # steps between two logged training losses

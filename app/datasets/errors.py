@@ -1,0 +1,83 @@
+"""The one error type of upload validation, and the helpers that word where a problem is.
+
+Numbering used in messages and details:
+
+* ``line`` is the 1-based physical line of the file (JSONL, CSV; Parquet has no lines).
+* ``row`` is the 1-based data row (blank lines and the CSV header are not rows).
+* ``column`` is the name of the file's column concerned (the source column, under a mapping).
+"""
+
+from __future__ import annotations
+
+
+class DatasetFormatError(Exception):
+    """A problem with an uploaded dataset, worded for the user who uploaded it.
+
+    ``message`` is the user-facing text; ``details`` says where the problem is, with the keys
+    ``line``, ``row`` and ``column`` present only where known (plus e.g. ``missing`` and
+    ``columns`` for a missing-column error, ``role`` for a column-mapping error). ``field`` is
+    the upload form field at fault: ``file``, or ``column_mapping``.
+    """
+
+    message: str
+    details: dict[str, object]
+    field: str
+
+    def __init__(
+        self, message: str, details: dict[str, object] | None = None, *, field: str = "file"
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = dict(details) if details else {}
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def where(line: int | None = None, row: int | None = None) -> str:
+    """``line 3 (row 2)``, ``line 3``, ``row 2`` or ``""``."""
+    if line is not None and row is not None:
+        return f"line {line} (row {row})"
+    if line is not None:
+        return f"line {line}"
+    if row is not None:
+        return f"row {row}"
+    return ""
+
+
+def location(line: int | None = None, row: int | None = None) -> dict[str, object]:
+    """The ``line``/``row`` details keys that are known."""
+    details: dict[str, object] = {}
+    if line is not None:
+        details["line"] = line
+    if row is not None:
+        details["row"] = row
+    return details
+
+
+def prefixed(place: str, message: str) -> str:
+    return f"{place}: {message}" if place else message
+
+
+def value_error(line: int | None, row: int | None, column: str, problem: str) -> DatasetFormatError:
+    """``line 3 (row 2): column 'x' <problem>`` with details line, row, column."""
+    details = location(line, row)
+    details["column"] = column
+    return DatasetFormatError(prefixed(where(line, row), f"column '{column}' {problem}"), details)
+
+
+def json_type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
