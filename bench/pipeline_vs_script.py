@@ -4,7 +4,7 @@ Both start from the same freshly initialised MiniLM-L6-shaped model (a BERT of 6
 384, the all-MiniLM-L6-v2 tokenizer), train with MNR loss on the same SNLI triplets with the same
 hyperparameters, score base and fine-tuned model with the same TripletEvaluator on held-out
 triplets (different premises), and save the model. Runs alternate (script, pipeline, script,
-pipeline, ...) so that warm-up and clock drift fall on both sides.
+pipeline, ...); the first round is a warm-up and the medians are over the rest.
 
 The script side is the sentence-transformers tutorial recipe, written as a user would. The
 pipeline side is `worker.training.pipeline.run`, exactly what a worker runs for a job (the HTTP,
@@ -126,6 +126,9 @@ def run_pipeline(model_dir: Path, train: Path, test: Path, out: Path, hp: dict) 
         base_model=model_dir.name,
         model_dirs=(model_dir.parent,),
         train=LocalData(train, "jsonl", columns),
+        # The held-out triplets as the eval set too: the pipeline then trains on exactly the
+        # script's rows (no hold-out) and pays for evaluating during training, as jobs do.
+        eval=LocalData(test, "jsonl", columns),
         test=LocalData(test, "jsonl", columns),
         output_dir=out / "model",
         work_dir=out / "work",
@@ -145,7 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokenizer", type=Path, required=True, help="all-MiniLM-L6-v2 tokenizer")
     parser.add_argument("--data", type=Path, required=True, help="snli_dev_triplets.jsonl")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="the first is a warm-up")
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--max-rows", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=3)
@@ -189,7 +192,10 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
 
     def median(name: str, key: str) -> float:
-        return statistics.median(r[key] for r in runs[name])
+        # Round 0 pays the process's CUDA and import warm-up (on the script side, which runs
+        # first), so the medians use the warm rounds only when there are any.
+        measured = runs[name][1:] if len(runs[name]) > 1 else runs[name]
+        return statistics.median(r[key] for r in measured)
 
     summary = {
         "device": device,
@@ -204,10 +210,10 @@ def main() -> None:
     ratio = summary["median_wall_s"]["pipeline"] / summary["median_wall_s"]["script"]
     summary["wall_time_ratio_pipeline_over_script"] = ratio
     print()
-    print(f"{'':10s} {'wall s (median)':>16s} {'base acc':>9s} {'tuned acc':>10s}")
+    print(f"{'':10s} {'wall s (median, warm)':>22s} {'base acc':>9s} {'tuned acc':>10s}")
     for n in runs:
         print(
-            f"{n:10s} {summary['median_wall_s'][n]:16.2f} {runs[n][0]['base']:9.4f} "
+            f"{n:10s} {summary['median_wall_s'][n]:22.2f} {runs[n][0]['base']:9.4f} "
             f"{summary['median_fine_tuned_cosine_accuracy'][n]:10.4f}"
         )
     print(f"wall-time ratio pipeline/script: {ratio:.3f}")
