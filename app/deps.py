@@ -8,21 +8,14 @@ from typing import Annotated
 from fastapi import Depends
 from sqlalchemy.orm import Session
 
-from app.db.session import get_sessionmaker
+from app.db.session import unit_of_work
 from app.settings import Settings, get_settings
 
 
 def _session() -> Iterator[Session]:
     """One unit of work per request: commit when the route returns, roll back on error."""
-    session = get_sessionmaker()()
-    try:
+    with unit_of_work() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(_session)]
