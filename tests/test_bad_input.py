@@ -225,8 +225,59 @@ def test_unreachable_hub_dataset_fails_with_dataset_unavailable(pg_stack: Stack)
         "split": "train",
         "limit": 10,
         "revision": None,
+        "columns": None,
     }
     final, _ = wait_for_job(pg_stack.client, r.json()["id"])
     assert final["status"] == "failed", final
     assert final["error"]["code"] == "dataset_unavailable"
     assert "no-such-org/no-such-data" in final["error"]["message"]
+
+
+HUB = {"hub": "org/qa-pairs", "split": "train"}
+
+
+@pytest.mark.parametrize(
+    ("field", "columns", "code"),
+    [
+        ("train_dataset", {"anchor": "query"}, "validation_error"),
+        ("train_dataset", {"anchor": "q", "positive": "q"}, "validation_error"),
+        ("train_dataset", {"anchor": "q", "postive": "p"}, "validation_error"),
+        ("train_dataset", {"premise": "a", "hypothesis": "b", "label": "c"}, "validation_error"),
+        (
+            "train_dataset",
+            {"sentence1": "a", "sentence2": "b", "score": "s"},
+            "dataset_kind_invalid",
+        ),
+        ("test_dataset", {"anchor": "q", "positive": "p"}, "dataset_kind_invalid"),
+        (
+            "test_dataset",
+            {"anchor": "q", "positive": "p", "negative_1": "n", "negative_2": "m"},
+            "dataset_kind_invalid",
+        ),
+        ("sts_dataset", {"anchor": "q", "positive": "p"}, "dataset_kind_invalid"),
+    ],
+)
+def test_hub_column_mapping_must_describe_a_usable_shape(
+    pg_stack: Stack, datasets: dict[str, str], field: str, columns: dict, code: str
+) -> None:
+    body = _job(train_dataset=datasets["triplet"])
+    body[field] = {**HUB, "columns": columns}
+    r = pg_stack.client.post("/jobs", json=body)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == code
+    assert error["details"]["field"] == f"{field}.columns"
+    assert error["message"].startswith(f"{field}.columns: ")
+
+
+def test_hub_column_mapping_is_kept_on_the_job(pg_stack: Stack) -> None:
+    columns = {"anchor": "query", "positive": "answer", "negative": "hard"}
+    r = pg_stack.client.post(
+        "/jobs", json=_job(train_dataset={**HUB, "columns": columns}, base_model=TINY_MODEL)
+    )
+    assert r.status_code == 202, r.text
+    assert r.json()["train_dataset"]["columns"] == columns
+    # No Hub here: the job fails to load the data, and says which dataset it tried.
+    final, _ = wait_for_job(pg_stack.client, r.json()["id"])
+    assert final["error"]["code"] == "dataset_unavailable"
+    assert final["train_dataset"]["columns"] == columns

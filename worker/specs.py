@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.datasets.models import Dataset
+from app.datasets.roles import hub_sources
 from app.jobs.models import Job
 from app.settings import Settings
 from app.storage import resolve_key
@@ -34,6 +35,7 @@ def _source(
             split=ref.get("split") or "train",
             limit=ref.get("limit"),
             revision=ref.get("revision"),
+            columns=hub_sources(ref.get("columns")),
         )
     dataset = session.get(Dataset, ref)
     path = resolve_key(settings, dataset.storage_key) if dataset else None

@@ -267,3 +267,29 @@ def _missing_columns(
     details["missing"] = missing
     details["columns"] = list(columns)
     return DatasetFormatError(prefixed(where(line), message), details)
+
+
+# --------------------------------------------------------------------------------------------
+# Column mappings of Hub datasets, given in a job
+
+
+def hub_layout(mapping: Mapping[str, str]) -> Layout:
+    """The layout a Hub dataset's column mapping describes on its own.
+
+    The API never sees a Hub dataset's columns, so the mapping must name every role the data
+    plays (anchor, positive and any negatives; or sentence1, sentence2, score). NLI columns are
+    converted on upload only. Raises DatasetFormatError (field ``column_mapping``).
+    """
+    layout = resolve_layout(list(mapping.values()), mapping)
+    if layout.shape == "nli":
+        raise _mapping_error(
+            "NLI columns (premise, hypothesis, label) are converted to triplets on upload only; "
+            "upload the data, or map anchor, positive and negative columns",
+            {},
+        )
+    return layout
+
+
+def hub_sources(mapping: Mapping[str, str] | None) -> tuple[str, ...] | None:
+    """A Hub mapping's source columns in loss order, or None without a mapping."""
+    return hub_layout(mapping).sources if mapping else None

@@ -55,6 +55,14 @@ class HubDatasetRef(BaseModel):
     revision: str | None = Field(
         None, max_length=100, description="Git revision (branch, tag or commit) to pin."
     )
+    columns: dict[str, str] | None = Field(
+        None,
+        description="Role -> column of the Hub dataset, naming every role the data plays: "
+        "anchor, positive and any negatives (negative or negative_1..negative_N), or "
+        "sentence1, sentence2, score for sts_dataset. Other columns are not used. Without "
+        "it: anchor/positive/negative by name, else the first text columns.",
+        examples=[{"anchor": "query", "positive": "answer"}],
+    )
 
 
 DatasetRef = str | HubDatasetRef

@@ -10,7 +10,9 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from app.datasets.errors import DatasetFormatError
 from app.datasets.models import Dataset
+from app.datasets.roles import hub_layout
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id
 from app.jobs.models import Job, JobMetricPoint
@@ -30,8 +32,44 @@ _KINDS: dict[str, tuple[frozenset[str] | None, str]] = {
 }
 
 
+# The shapes a Hub column mapping may describe, per field.
+_HUB_SHAPES: dict[str, frozenset[str]] = {
+    "train_dataset": frozenset({"triplet", "pair"}),
+    "eval_dataset": frozenset({"triplet"}),
+    "test_dataset": frozenset({"triplet"}),
+    "sts_dataset": frozenset({"sts"}),
+}
+
+
+def _check_hub_columns(field: str, ref: HubDatasetRef) -> None:
+    """A Hub reference's column mapping must describe a shape the field can use."""
+    if not ref.columns:
+        return
+    where = f"{field}.columns"
+    try:
+        layout = hub_layout(ref.columns)
+    except DatasetFormatError as exc:
+        raise ValidationFailed(
+            f"{where}: {exc.message}", {"field": where, **exc.details}, code="validation_error"
+        ) from exc
+    needs = _KINDS[field][1]
+    usable = layout.shape in _HUB_SHAPES[field] and (
+        field not in {"eval_dataset", "test_dataset"} or layout.negatives == 1
+    )
+    if not usable:
+        roles = ", ".join(role for role, _ in layout.roles)
+        raise ValidationFailed(
+            f"{where}: the mapping gives roles {roles}, but {needs}",
+            {"field": where, "roles": [role for role, _ in layout.roles]},
+            code="dataset_kind_invalid",
+        )
+
+
 def _check_dataset(session: Session, field: str, ref: DatasetRef | None) -> None:
-    if ref is None or isinstance(ref, HubDatasetRef):
+    if ref is None:
+        return
+    if isinstance(ref, HubDatasetRef):
+        _check_hub_columns(field, ref)
         return
     dataset = session.get(Dataset, ref)
     if dataset is None:

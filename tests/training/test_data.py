@@ -162,3 +162,19 @@ def test_csv_texts_that_look_like_missing_values_or_numbers_stay_text(tmp_path):
         {"anchor": "NA", "positive": "null", "negative": "42"},
         {"anchor": "N/A", "positive": "nan", "negative": "3.5"},
     ]
+
+
+def test_hub_column_mapping_picks_those_columns_in_loss_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        "datasets.load_dataset",
+        lambda *a, **k: Dataset.from_dict(
+            {"id": ["1"], "hard": ["n"], "answer": ["p"], "query": ["q"], "anchor": ["x"]}
+        ),
+    )
+    source = HubData(hub="org/qa", columns=("query", "answer", "hard"))
+    data = load_train_data(source, tmp_path)
+    assert data.column_names == ["query", "answer", "hard"]
+    assert data.to_list() == [{"query": "q", "answer": "p", "hard": "n"}]
+
+    with pytest.raises(DatasetInvalid, match="no column\\(s\\) passage"):
+        load_train_data(HubData(hub="org/qa", columns=("query", "passage")), tmp_path)

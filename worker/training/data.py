@@ -191,6 +191,15 @@ def _load_hub(source: HubData, role: str, *, sts: bool = False) -> Dataset:
         raise DatasetUnavailable(
             f"The {role} dataset {describe_hub(source)} did not load as a single split."
         )
+    if source.columns:
+        missing = [c for c in source.columns if c not in loaded.column_names]
+        if missing:
+            raise DatasetInvalid(
+                f"The {role} dataset {describe_hub(source)} has no column(s) "
+                f"{', '.join(missing)} named in its column mapping "
+                f"(columns: {', '.join(loaded.column_names)})."
+            )
+        return loaded.select_columns(list(source.columns))
     if sts:
         sts_columns = pick_sts_columns(loaded)
         if sts_columns is None:

@@ -45,6 +45,9 @@ class HubData:
     split: str = "train"
     limit: int | None = None
     revision: str | None = None
+    # Source columns to use, in loss order (anchor, positive, negatives... or sentence1,
+    # sentence2, score); None picks them by name or type.
+    columns: tuple[str, ...] | None = None
 
 
 DataSource = LocalData | HubData
