@@ -45,6 +45,8 @@ METRICS_FILE = "metrics.json"
 # Aim for about this many loss reports over a run (logging_steps is derived from it).
 _LOSS_REPORTS = 100
 _MAX_LOGGING_STEPS = 50
+# Smallest batch the evaluators encode with.
+EVAL_ENCODE_BATCH_SIZE = 128
 # Without eval_steps, evaluate about this many times a run (and at its last step).
 _EVALUATIONS = 10
 
@@ -176,9 +178,13 @@ def run(
 
     loss = MultipleNegativesRankingLoss(model)
 
+    # Evaluators only encode (no activations kept for backward), so they take larger batches
+    # than training: on a GPU, small batches leave evaluation bound by kernel launches. The
+    # eval loss keeps the training batch size: MNR's loss depends on the in-batch negatives.
+    encode_batch = max(hp.batch_size, EVAL_ENCODE_BATCH_SIZE)
     # Evaluated during training: the eval set (triplet accuracy only when it has negatives).
     eval_evaluator = (
-        build_triplet_evaluator(eval_data, eval_role, batch_size=hp.batch_size)
+        build_triplet_evaluator(eval_data, eval_role, batch_size=encode_batch)
         if eval_data is not None and len(eval_data.column_names) >= 3
         else None
     )
@@ -187,11 +193,11 @@ def run(
     evaluator = None
     if test_data is not None:
         evaluated = "test"
-        evaluator = build_triplet_evaluator(test_data, "test", batch_size=hp.batch_size)
+        evaluator = build_triplet_evaluator(test_data, "test", batch_size=encode_batch)
     elif eval_evaluator is not None:
         evaluated, evaluator = eval_role, eval_evaluator
     sts_evaluator = (
-        build_sts_evaluator(sts_data, batch_size=hp.batch_size) if sts_data is not None else None
+        build_sts_evaluator(sts_data, batch_size=encode_batch) if sts_data is not None else None
     )
 
     def score(scored: SentenceTransformer) -> Metrics | None:
