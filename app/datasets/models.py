@@ -31,4 +31,7 @@ class Dataset(Base):
     column_mapping: Mapped[dict[str, str] | None] = mapped_column(JSONType)
     # How the upload was converted, with counts; None when stored as uploaded.
     conversion: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The upload-time preflight report (app.datasets.preflight); None for datasets uploaded
+    # before it existed.
+    preflight: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -24,6 +24,100 @@ class DatasetConversion(BaseModel):
     )
 
 
+PreflightCode = Literal[
+    "duplicate_rows",
+    "anchor_equals_positive",
+    "anchor_equals_negative",
+    "sentence1_equals_sentence2",
+    "duplicate_positives",
+]
+
+
+class PreflightExample(BaseModel):
+    """One row showing a finding."""
+
+    row: int = Field(
+        description="1-based data row of the stored file (for NLI uploads: the triplet number)."
+    )
+    texts: dict[str, str] = Field(
+        description="The row's texts keyed by the stored file's text columns (the dataset's "
+        "text_columns, without the STS score), each cut to 200 characters."
+    )
+    same_as_row: int | None = Field(
+        default=None,
+        description="duplicate_rows, duplicate_positives: the first row with the same texts / "
+        "positive; null for the other findings.",
+    )
+
+
+class PreflightFinding(BaseModel):
+    """A data problem that does not stop training but makes it worse; fix it or accept it."""
+
+    code: PreflightCode = Field(
+        description="duplicate_rows: the text columns repeat an earlier row exactly (repeats "
+        "counted, not the first occurrence). anchor_equals_positive / anchor_equals_negative "
+        "(triplet, pair): the anchor equals its positive / any of its negatives, ignoring case "
+        "and surrounding spaces. sentence1_equals_sentence2 (sts): the same for the two "
+        "sentences. duplicate_positives (triplet, pair): rows sharing their positive (ignoring "
+        "case and surrounding spaces) with another row, every such row counted: false "
+        "negatives for MNR when two land in one batch."
+    )
+    severity: Literal["warning"] = Field(
+        description="Always warning: problems that make a file unusable are rejected at upload "
+        "with 422 dataset_invalid instead."
+    )
+    count: int = Field(description="Rows affected (always > 0: empty findings are left out).")
+    message: str = Field(description="Why it matters and what to do.")
+    examples: list[PreflightExample] = Field(description="Up to 3 affected rows, first first.")
+
+
+class DatasetPreflight(BaseModel):
+    """Checks run on the stored file at upload; findings with a count of 0 are left out."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "rows": 3253,
+                    "checked": [
+                        "duplicate_rows",
+                        "anchor_equals_positive",
+                        "anchor_equals_negative",
+                        "duplicate_positives",
+                    ],
+                    "findings": [
+                        {
+                            "code": "duplicate_rows",
+                            "severity": "warning",
+                            "count": 12,
+                            "message": "12 row(s) repeat the texts of an earlier row exactly. ...",
+                            "examples": [
+                                {
+                                    "row": 17,
+                                    "texts": {
+                                        "anchor": "A man plays a guitar.",
+                                        "positive": "A man plays music.",
+                                        "negative": "A man is asleep.",
+                                    },
+                                    "same_as_row": 3,
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    rows: int = Field(description="Rows read from the stored file (equals the dataset's rows).")
+    checked: list[PreflightCode] = Field(
+        description="The finding codes looked for, for this dataset's kind."
+    )
+    findings: list[PreflightFinding] = Field(
+        description="What was found, in the order of checked; empty for a clean file."
+    )
+
+
 class DatasetRead(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -45,6 +139,34 @@ class DatasetRead(BaseModel):
                         "premises_without_pair": 376,
                     },
                     "rows": 3253,
+                    "preflight": {
+                        "rows": 3253,
+                        "checked": [
+                            "duplicate_rows",
+                            "anchor_equals_positive",
+                            "anchor_equals_negative",
+                            "duplicate_positives",
+                        ],
+                        "findings": [
+                            {
+                                "code": "duplicate_positives",
+                                "severity": "warning",
+                                "count": 41,
+                                "message": "41 row(s) share their positive ...",
+                                "examples": [
+                                    {
+                                        "row": 5,
+                                        "texts": {
+                                            "anchor": "A man plays a guitar.",
+                                            "positive": "A man plays music.",
+                                            "negative": "A man is asleep.",
+                                        },
+                                        "same_as_row": 4,
+                                    }
+                                ],
+                            }
+                        ],
+                    },
                     "size_bytes": 1645353,
                     "sha256": "9f2c...",
                     "created_at": "2026-11-27T15:00:00Z",
@@ -75,6 +197,13 @@ class DatasetRead(BaseModel):
         "with counts), or null when it is stored as uploaded."
     )
     rows: int = Field(description="Rows trained on (triplets made, for converted NLI pairs).")
+    preflight: DatasetPreflight | None = Field(
+        default=None,
+        description="Silent data problems found in the stored file at upload (duplicates, "
+        "anchors equal to their positive or negative, shared positives), as warnings with "
+        "counts, messages and example rows. Null for datasets uploaded before the report "
+        "existed.",
+    )
     size_bytes: int = Field(description="Size of the uploaded file.")
     sha256: str = Field(description="SHA-256 of the uploaded bytes.")
     created_at: datetime

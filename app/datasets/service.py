@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.datasets.models import Dataset
 from app.datasets.parsing import DatasetFormatError, describe_dataset, detect_format
+from app.datasets.preflight import preflight_report
 from app.datasets.roles import count_negatives, parse_column_mapping
 from app.datasets.schemas import DatasetRead
 from app.errors import NotFound, PayloadTooLarge, ValidationFailed
@@ -90,6 +91,13 @@ def store_upload(
     finally:
         tmp.unlink(missing_ok=True)
         converted.unlink(missing_ok=True)
+    try:
+        preflight = preflight_report(
+            final, stored_format, description.kind, description.text_columns
+        )
+    except BaseException:
+        final.unlink(missing_ok=True)
+        raise
     dataset = Dataset(
         id=dataset_id,
         name=(name or filename or dataset_id)[:200],
@@ -104,6 +112,7 @@ def store_upload(
         stored_format=description.stored_format,
         column_mapping=mapping,
         conversion=description.conversion,
+        preflight=preflight,
     )
     session.add(dataset)
     try:
@@ -138,6 +147,7 @@ def to_read(dataset: Dataset) -> DatasetRead:
             "column_mapping": dataset.column_mapping,
             "conversion": dataset.conversion,
             "rows": dataset.rows,
+            "preflight": dataset.preflight,
             "size_bytes": dataset.size_bytes,
             "sha256": dataset.sha256,
             "created_at": dataset.created_at,
