@@ -281,3 +281,18 @@ def test_hub_column_mapping_is_kept_on_the_job(pg_stack: Stack) -> None:
     final, _ = wait_for_job(pg_stack.client, r.json()["id"])
     assert final["error"]["code"] == "dataset_unavailable"
     assert final["train_dataset"]["columns"] == columns
+
+
+def test_dataset_whose_file_was_lost_is_refused_at_job_creation(
+    pg_stack: Stack, tmp_path: Path
+) -> None:
+    path = tmp_path / "lost.jsonl"
+    path.write_text(GOOD * 30)
+    dataset = upload(pg_stack.client, path).json()
+    (pg_stack.data_dir / "datasets" / f"{dataset['id']}.jsonl").unlink()
+    r = pg_stack.client.post("/jobs", json=_job(train_dataset=dataset["id"]))
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "dataset_unavailable"
+    assert error["details"] == {"field": "train_dataset", "dataset": dataset["id"]}
+    assert "upload it again" in error["message"]

@@ -82,7 +82,7 @@ def normalise(text: str) -> str:
     return text.strip().casefold()
 
 
-def _digest(parts: Iterable[str]) -> bytes:
+def digest(parts: Iterable[str]) -> bytes:
     h = hashlib.blake2b(digest_size=16)
     for part in parts:
         encoded = part.encode("utf-8", "surrogatepass")
@@ -92,11 +92,11 @@ def _digest(parts: Iterable[str]) -> bytes:
     return h.digest()
 
 
-def _text(value: Any) -> str:
+def cell_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def _shorten(text: str) -> str:
+def shorten(text: str) -> str:
     return text if len(text) <= MAX_TEXT_CHARS else text[: MAX_TEXT_CHARS - 1] + "\u2026"
 
 
@@ -111,7 +111,7 @@ class _Finding:
         if len(self.examples) < MAX_EXAMPLES:
             example: dict[str, Any] = {
                 "row": row,
-                "texts": {column: _shorten(text) for column, text in texts.items()},
+                "texts": {column: shorten(text) for column, text in texts.items()},
             }
             if same_as_row is not None:
                 example["same_as_row"] = same_as_row
@@ -161,8 +161,8 @@ def preflight_report(
     with open_reader(Path(path), format) as reader:
         for _line, row, values in reader.rows(texts_columns):
             rows = row
-            texts = {column: _text(values[column]) for column in texts_columns}
-            key = _digest(texts.values())
+            texts = {column: cell_text(values[column]) for column in texts_columns}
+            key = digest(texts.values())
             earlier = seen_rows.setdefault(key, row)
             if earlier != row:
                 findings[DUPLICATE_ROWS].add(row, texts, earlier)
@@ -173,7 +173,7 @@ def preflight_report(
             if negatives and any(normalise(texts[n]) == anchor for n in negatives):
                 findings[ANCHOR_EQUALS_NEGATIVE].add(row, texts)
             if track_positives:
-                pkey = _digest((positive,))
+                pkey = digest((positive,))
                 earlier = seen_positives.setdefault(pkey, row)
                 if earlier != row:
                     duplicate = findings[DUPLICATE_POSITIVES]

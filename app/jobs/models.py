@@ -35,6 +35,8 @@ class Job(Base):
     sts_dataset: Mapped[Any | None] = mapped_column(JSONType)
     # Set when training rows were held out as the eval set: {"rows", "share", "seed"}.
     holdout: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The job-time preflight report (app.jobs.preflight), computed at creation; None before 0004.
+    preflight: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     loss: Mapped[str] = mapped_column(String(32))
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSONType)
     # `metadata` is reserved on declarative classes, hence the attribute name.

@@ -17,9 +17,14 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead)
-def create_job(payload: JobCreate, session: SessionDep, response: Response) -> JobRead:
-    """Queue a fine-tuning job. Poll GET /jobs/{id} for its progress and result."""
-    job = service.create_job(session, payload)
+def create_job(
+    payload: JobCreate, session: SessionDep, settings: SettingsDep, response: Response
+) -> JobRead:
+    """Queue a fine-tuning job. Poll GET /jobs/{id} for its progress and result.
+
+    Uploaded datasets are checked first (the job's `preflight`: steps, train/test overlap,
+    shared positives); a job that cannot be meaningful is rejected with 422 preflight_failed."""
+    job = service.create_job(session, payload, settings)
     session.commit()  # enqueue only what is committed
     dispatch(job.id)
     response.headers["Location"] = f"/jobs/{job.id}"

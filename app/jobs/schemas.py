@@ -259,6 +259,88 @@ class Holdout(BaseModel):
     seed: int = Field(description="The seed that picked them (the job's seed).", examples=[42])
 
 
+class JobPreflightFinding(BaseModel):
+    code: str = Field(
+        description="train_test_overlap, train_eval_overlap, batch_false_negatives, or (only "
+        "in a 422 preflight_failed) too_few_train_rows.",
+        examples=["train_test_overlap"],
+    )
+    severity: Literal["warning", "error"] = Field(
+        description="error: the job was rejected (422 preflight_failed); warning: stored on "
+        "the job.",
+        examples=["warning"],
+    )
+    count: int = Field(description="Rows concerned.", examples=[12])
+    message: str = Field(description="Why it matters and what to do.")
+    examples: list[dict[str, Any]] = Field(
+        description="Up to 3 rows: {row (1-based row of the test/eval file), texts, match "
+        "('row' or 'anchor'), same_as_train_row}."
+    )
+    details: dict[str, Any] | None = Field(
+        None,
+        description="Overlap: {rows (whole training rows), anchors (training anchors), of}; "
+        "batch_false_negatives: {batch_size, batches_per_epoch, "
+        "expected_batches_without_sampler}.",
+    )
+
+
+class JobPreflight(BaseModel):
+    """The job-time preflight report, computed from the uploaded datasets at POST /jobs."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "steps": 288,
+                    "train_rows": 570,
+                    "holdout_rows": 30,
+                    "findings": [
+                        {
+                            "code": "train_test_overlap",
+                            "severity": "warning",
+                            "count": 2,
+                            "message": "2 of the 200 test rows overlap the training data ...",
+                            "examples": [
+                                {
+                                    "row": 7,
+                                    "texts": {
+                                        "anchor": "A man plays a guitar.",
+                                        "positive": "A person makes music.",
+                                        "negative": "A cat sleeps.",
+                                    },
+                                    "match": "row",
+                                    "same_as_train_row": 31,
+                                }
+                            ],
+                            "details": {"rows": 1, "anchors": 2, "of": 200},
+                        }
+                    ],
+                    "skipped": [],
+                }
+            ]
+        }
+    )
+
+    steps: int | None = Field(
+        description="Optimisation steps the job will run: max_steps, else ceil(train_rows / "
+        "batch_size) * epochs. Null when the training data is on the Hub.",
+        examples=[288],
+    )
+    train_rows: int | None = Field(
+        None, description="Rows trained on (after any hold-out).", examples=[570]
+    )
+    holdout_rows: int | None = Field(
+        None,
+        description="Rows the worker will hold out as the eval set (no eval_dataset).",
+        examples=[30],
+    )
+    findings: list[JobPreflightFinding]
+    skipped: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="Datasets not checked: {field, reason} (Hub datasets).",
+    )
+
+
 class JobRead(BaseModel):
     id: str = Field(examples=["job_0123abcd"])
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -274,6 +356,13 @@ class JobRead(BaseModel):
         None,
         description="Set once the job ran without eval_dataset: how many training rows were "
         "held out (seeded, not trained on) to evaluate on. Null when nothing was held out.",
+    )
+    preflight: JobPreflight | None = Field(
+        None,
+        description="Checks run on the uploaded datasets when the job was created: the steps "
+        "it will run, train/test and train/eval overlap, shared positives within a batch. "
+        "Warnings only (errors reject the job with 422 preflight_failed). Null for jobs created "
+        "before the report existed.",
     )
     loss: str
     hyperparameters: dict[str, Any] = Field(description="Every value resolved, defaults filled in.")

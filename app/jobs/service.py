@@ -16,8 +16,11 @@ from app.datasets.roles import hub_layout
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id
 from app.jobs.models import Job, JobMetricPoint
+from app.jobs.preflight import HUB_SKIPPED, StoredData, has_errors, job_preflight
 from app.jobs.schemas import DatasetRef, HubDatasetRef, JobCreate, JobMetricsSeries, JobRead
 from app.jobs.states import JobStatus
+from app.settings import Settings
+from app.storage import resolve_key
 
 _TRIPLETS_NEEDED = "evaluation needs triplets (columns anchor, positive, negative)"
 # What each dataset field accepts (None: any kind but "sts"), and why, for the message.
@@ -65,12 +68,13 @@ def _check_hub_columns(field: str, ref: HubDatasetRef) -> None:
         )
 
 
-def _check_dataset(session: Session, field: str, ref: DatasetRef | None) -> None:
+def _check_dataset(session: Session, field: str, ref: DatasetRef | None) -> Dataset | None:
+    """The uploaded dataset ``ref`` names, checked for ``field``; None for none or a Hub ref."""
     if ref is None:
-        return
+        return None
     if isinstance(ref, HubDatasetRef):
         _check_hub_columns(field, ref)
-        return
+        return None
     dataset = session.get(Dataset, ref)
     if dataset is None:
         raise ValidationFailed(
@@ -96,6 +100,7 @@ def _check_dataset(session: Session, field: str, ref: DatasetRef | None) -> None
             {"field": field, "dataset": ref, "negatives": negatives},
             code="dataset_kind_invalid",
         )
+    return dataset
 
 
 def _ref_json(ref: DatasetRef | None) -> Any:
@@ -104,12 +109,77 @@ def _ref_json(ref: DatasetRef | None) -> Any:
     return ref
 
 
-def create_job(session: Session, payload: JobCreate) -> Job:
-    """Validate the referenced datasets and add a queued job. Raises ValidationFailed (422)."""
-    _check_dataset(session, "train_dataset", payload.train_dataset)
-    _check_dataset(session, "eval_dataset", payload.eval_dataset)
-    _check_dataset(session, "test_dataset", payload.test_dataset)
-    _check_dataset(session, "sts_dataset", payload.sts_dataset)
+def _stored(settings: Settings, field: str, dataset: Dataset | None) -> StoredData | None:
+    if dataset is None:
+        return None
+    path = resolve_key(settings, dataset.storage_key)
+    if not path.is_file():
+        # Lost from storage (a data dir not shared between hosts, say): the job could not run.
+        raise ValidationFailed(
+            f"{field}: the file of dataset '{dataset.id}' is missing from storage; upload it again",
+            {"field": field, "dataset": dataset.id},
+            code="dataset_unavailable",
+        )
+    return StoredData(
+        path=path,
+        format=(dataset.stored_format or dataset.format),  # type: ignore[arg-type]
+        text_columns=tuple(dataset.text_columns),
+        rows=dataset.rows,
+    )
+
+
+def _shared_positive_rows(dataset: Dataset | None) -> int | None:
+    """The duplicate_positives count of the dataset's upload-time preflight (None: unknown)."""
+    if dataset is None or dataset.preflight is None:
+        return None
+    for finding in dataset.preflight.get("findings", []):
+        if finding.get("code") == "duplicate_positives":
+            return int(finding.get("count", 0))
+    return 0
+
+
+def _preflight(
+    settings: Settings, payload: JobCreate, datasets: dict[str, Dataset | None]
+) -> dict[str, Any]:
+    """The job-time preflight report; 422 preflight_failed when it has an error."""
+    refs = {
+        "train_dataset": payload.train_dataset,
+        "eval_dataset": payload.eval_dataset,
+        "test_dataset": payload.test_dataset,
+    }
+    skipped = [
+        {"field": field, "reason": HUB_SKIPPED}
+        for field, ref in refs.items()
+        if isinstance(ref, HubDatasetRef)
+    ]
+    report = job_preflight(
+        train=_stored(settings, "train_dataset", datasets["train_dataset"]),
+        eval=_stored(settings, "eval_dataset", datasets["eval_dataset"]),
+        test=_stored(settings, "test_dataset", datasets["test_dataset"]),
+        has_eval=payload.eval_dataset is not None,
+        hyperparameters=payload.hyperparameters.model_dump(),
+        shared_positive_rows=_shared_positive_rows(datasets["train_dataset"]),
+        skipped=skipped,
+    )
+    if has_errors(report):
+        errors = [f for f in report["findings"] if f["severity"] == "error"]
+        raise ValidationFailed(
+            "preflight: " + " ".join(f["message"] for f in errors),
+            report,
+            code="preflight_failed",
+        )
+    return report
+
+
+def create_job(session: Session, payload: JobCreate, settings: Settings) -> Job:
+    """Validate the referenced datasets, run the job preflight on the uploaded ones and add a
+    queued job. Raises ValidationFailed (422), code preflight_failed when the preflight finds
+    an error (its report in the details)."""
+    datasets = {
+        field: _check_dataset(session, field, getattr(payload, field))
+        for field in ("train_dataset", "eval_dataset", "test_dataset", "sts_dataset")
+    }
+    report = _preflight(settings, payload, datasets)
     job = Job(
         id=new_id("job"),
         name=payload.name,
@@ -122,6 +192,7 @@ def create_job(session: Session, payload: JobCreate) -> Job:
         loss=payload.loss,
         hyperparameters=payload.hyperparameters.model_dump(),
         metadata_=dict(payload.metadata),
+        preflight=report,
         attempt=0,
     )
     session.add(job)
@@ -203,6 +274,7 @@ def to_read(job: Job) -> JobRead:
             "test_dataset": job.test_dataset,
             "sts_dataset": job.sts_dataset,
             "holdout": job.holdout,
+            "preflight": job.preflight,
             "loss": job.loss,
             "hyperparameters": job.hyperparameters,
             "metadata": job.metadata_ or {},

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from worker.training.errors import DatasetInvalid, DatasetUnavailable
+from worker.training.holdout import HOLDOUT_MAX_ROWS as HOLDOUT_MAX_ROWS  # re-exported
+from worker.training.holdout import HOLDOUT_MIN_TRAIN_ROWS as HOLDOUT_MIN_TRAIN_ROWS
+from worker.training.holdout import HOLDOUT_SHARE, holdout_rows
 from worker.training.models import short_reason
 from worker.training.spec import STS_COLUMNS, DataSource, Holdout, HubData, LocalData
 
@@ -24,11 +27,7 @@ LOCAL_BUILDERS: dict[str, str] = {"jsonl": "json", "csv": "csv", "parquet": "par
 # Preferred Hub column names, in loss order.
 HUB_COLUMNS: tuple[str, ...] = ("anchor", "positive", "negative")
 
-# The hold-out rule: HOLDOUT_SHARE of the training rows, at least 1 and at most
-# HOLDOUT_MAX_ROWS, and none when the training data has fewer than HOLDOUT_MIN_TRAIN_ROWS rows.
-HOLDOUT_SHARE = 0.05
-HOLDOUT_MAX_ROWS = 1000
-HOLDOUT_MIN_TRAIN_ROWS = 20
+# The hold-out rule lives in worker.training.holdout (imported by the API's job preflight too).
 
 
 def load_train_data(source: DataSource, work_dir: Path) -> Dataset:
@@ -95,9 +94,9 @@ def split_holdout(train: Dataset, seed: int) -> tuple[Dataset, Dataset | None, H
     import numpy as np
 
     total = len(train)
-    if total < HOLDOUT_MIN_TRAIN_ROWS:
+    rows = holdout_rows(total)
+    if rows == 0:
         return train, None, None
-    rows = min(HOLDOUT_MAX_ROWS, max(1, round(total * HOLDOUT_SHARE)))
     order = np.random.default_rng(seed).permutation(total)
     held = np.sort(order[:rows])
     kept = np.sort(order[rows:])
