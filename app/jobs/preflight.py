@@ -36,6 +36,7 @@ from app.datasets.formats import DatasetFormat
 from app.datasets.preflight import MAX_EXAMPLES, cell_text, digest, normalise, shorten
 from app.datasets.readers import open_reader
 from worker.training.holdout import holdout_rows
+from worker.training.steps import total_steps
 
 WARNING = "warning"
 ERROR = "error"
@@ -64,11 +65,11 @@ def has_errors(report: Mapping[str, Any]) -> bool:
 
 
 def _steps(train_rows: int, hyperparameters: Mapping[str, Any]) -> int:
-    max_steps = hyperparameters.get("max_steps")
-    if max_steps is not None and max_steps > 0:
-        return int(max_steps)
-    return math.ceil(train_rows / int(hyperparameters["batch_size"])) * int(
-        hyperparameters["epochs"]
+    return total_steps(
+        train_rows,
+        int(hyperparameters["batch_size"]),
+        int(hyperparameters["epochs"]),
+        hyperparameters.get("max_steps"),
     )
 
 

@@ -35,6 +35,7 @@ from worker.training.spec import (
     TrainingResult,
     TrainingSpec,
 )
+from worker.training.steps import total_steps
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -90,9 +91,7 @@ def resolve_device(requested: str) -> DeviceChoice:
 
 def estimated_total_steps(hp: Hyperparameters, train_rows: int) -> int:
     """The steps the trainer will run: max_steps, else batches per epoch times epochs."""
-    if hp.max_steps is not None and hp.max_steps > 0:
-        return hp.max_steps
-    return math.ceil(train_rows / hp.batch_size) * hp.epochs
+    return total_steps(train_rows, hp.batch_size, hp.epochs, hp.max_steps)
 
 
 def logging_steps_for(hp: Hyperparameters, train_rows: int) -> int:
