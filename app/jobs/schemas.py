@@ -252,8 +252,12 @@ class Holdout(BaseModel):
 
     rows: int = Field(description="Rows held out (and not trained on).", examples=[163])
     share: float = Field(
-        description="The share of the training rows held out: 5%, at least 1 row and at most "
-        "1000. Nothing is held out of fewer than 20 rows.",
+        description="The share of the training rows aimed at: 5%, at least 1 row and at most "
+        "1000. Held out by anchor: every row of a held-out anchor (ignoring case and "
+        "surrounding spaces) is held out, so no held-out anchor is trained on and `rows` can "
+        "fall short of 5% when anchors repeat; when every anchor has more rows than that, one "
+        "anchor is held out if it has at most 20% of the rows. Nothing is held out of fewer "
+        "than 20 rows.",
         examples=[0.05],
     )
     seed: int = Field(description="The seed that picked them (the job's seed).", examples=[42])
@@ -261,8 +265,8 @@ class Holdout(BaseModel):
 
 class JobPreflightFinding(BaseModel):
     code: str = Field(
-        description="train_test_overlap, train_eval_overlap, batch_false_negatives, or (only "
-        "in a 422 preflight_failed) too_few_train_rows.",
+        description="train_test_overlap, train_eval_overlap, batch_false_negatives, "
+        "truncated_texts, or (only in a 422 preflight_failed) too_few_train_rows.",
         examples=["train_test_overlap"],
     )
     severity: Literal["warning", "error"] = Field(
@@ -273,14 +277,61 @@ class JobPreflightFinding(BaseModel):
     count: int = Field(description="Rows concerned.", examples=[12])
     message: str = Field(description="Why it matters and what to do.")
     examples: list[dict[str, Any]] = Field(
-        description="Up to 3 rows: {row (1-based row of the test/eval file), texts, match "
-        "('row' or 'anchor'), same_as_train_row}."
+        description="Up to 3 rows. Overlap: {row (1-based row of the test/eval file), texts, "
+        "match ('row' or 'anchor'), same_as_train_row}; truncated_texts: {role, row, column, "
+        "tokens, text (shortened)}."
     )
     details: dict[str, Any] | None = Field(
         None,
         description="Overlap: {rows (whole training rows), anchors (training anchors), of}; "
         "batch_false_negatives: {batch_size, batches_per_epoch, "
-        "expected_batches_without_sampler}.",
+        "expected_batches_without_sampler}; truncated_texts: {max_seq_length, roles: {role: "
+        "{truncated, texts, share}}} for the datasets above the 1% threshold.",
+    )
+
+
+class TokenLengths(BaseModel):
+    """Token counts of one dataset's texts (every text column), special tokens included."""
+
+    rows: int = Field(description="Rows in the dataset.", examples=[3253])
+    sampled_rows: int = Field(
+        description="Rows tokenized: the first sample_rows of the dataset.", examples=[3253]
+    )
+    texts: int = Field(description="Texts tokenized (rows x text columns).", examples=[9759])
+    min: int | None = Field(description="Shortest text, in tokens.", examples=[6])
+    p50: int | None = Field(description="Median length (nearest rank).", examples=[14])
+    p90: int | None = Field(description="90th percentile (nearest rank).", examples=[24])
+    p99: int | None = Field(description="99th percentile (nearest rank).", examples=[40])
+    max: int | None = Field(description="Longest text, in tokens.", examples=[87])
+    truncated: int | None = Field(
+        description="Texts longer than max_seq_length (null when the max length is unknown).",
+        examples=[0],
+    )
+    truncated_share: float | None = Field(
+        description="truncated / texts, rounded to 4 digits.", examples=[0.0]
+    )
+
+
+class JobPreflightTokens(BaseModel):
+    """Token lengths under the base model's tokenizer and the max length the worker will use."""
+
+    base_model: str = Field(examples=["all-MiniLM-L6-v2"])
+    max_seq_length: int | None = Field(
+        description="The max length the job trains with: hyperparameters.max_seq_length (capped "
+        "at the model's position embeddings), else the model's own. Null when unknown.",
+        examples=[256],
+    )
+    max_seq_length_source: str | None = Field(
+        description="Where max_seq_length comes from: hyperparameters, "
+        "sentence_bert_config.json, tokenizer_config.json or config.json.",
+        examples=["sentence_bert_config.json"],
+    )
+    sample_rows: int = Field(
+        description="At most this many rows of each dataset are tokenized (the first ones).",
+        examples=[10000],
+    )
+    roles: dict[str, TokenLengths] = Field(
+        description="Per uploaded dataset: train, eval, test (Hub datasets are not read)."
     )
 
 
@@ -294,6 +345,26 @@ class JobPreflight(BaseModel):
                     "steps": 288,
                     "train_rows": 570,
                     "holdout_rows": 30,
+                    "tokens": {
+                        "base_model": "all-MiniLM-L6-v2",
+                        "max_seq_length": 256,
+                        "max_seq_length_source": "sentence_bert_config.json",
+                        "sample_rows": 10000,
+                        "roles": {
+                            "train": {
+                                "rows": 600,
+                                "sampled_rows": 600,
+                                "texts": 1800,
+                                "min": 5,
+                                "p50": 13,
+                                "p90": 22,
+                                "p99": 38,
+                                "max": 61,
+                                "truncated": 0,
+                                "truncated_share": 0.0,
+                            }
+                        },
+                    },
                     "findings": [
                         {
                             "code": "train_test_overlap",
@@ -331,13 +402,21 @@ class JobPreflight(BaseModel):
     )
     holdout_rows: int | None = Field(
         None,
-        description="Rows the worker will hold out as the eval set (no eval_dataset).",
+        description="Rows the worker will hold out as the eval set (no eval_dataset), by "
+        "anchor: exactly the rows it will hold out.",
         examples=[30],
+    )
+    tokens: JobPreflightTokens | None = Field(
+        None,
+        description="Token lengths of the uploaded datasets under the base model's tokenizer. "
+        "Null when the API cannot read the tokenizer (see skipped) or nothing was uploaded.",
     )
     findings: list[JobPreflightFinding]
     skipped: list[dict[str, str]] = Field(
         default_factory=list,
-        description="Datasets not checked: {field, reason} (Hub datasets).",
+        description="Parts not checked: {field, reason}: Hub datasets; base_model when its "
+        "tokenizer is not readable by the API (a Hub model not in the local cache, no "
+        "tokenizer.json).",
     )
 
 

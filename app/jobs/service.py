@@ -160,6 +160,8 @@ def _preflight(
         hyperparameters=payload.hyperparameters.model_dump(),
         shared_positive_rows=_shared_positive_rows(datasets["train_dataset"]),
         skipped=skipped,
+        base_model=payload.base_model,
+        model_dirs=settings.model_dirs,
     )
     if has_errors(report):
         errors = [f for f in report["findings"] if f["severity"] == "error"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from worker.training.errors import DatasetInvalid, DatasetUnavailable
 from worker.training.holdout import HOLDOUT_MAX_ROWS as HOLDOUT_MAX_ROWS  # re-exported
 from worker.training.holdout import HOLDOUT_MIN_TRAIN_ROWS as HOLDOUT_MIN_TRAIN_ROWS
-from worker.training.holdout import HOLDOUT_SHARE, holdout_rows
+from worker.training.holdout import HOLDOUT_SHARE, held_out_indices
 from worker.training.models import short_reason
 from worker.training.spec import STS_COLUMNS, DataSource, Holdout, HubData, LocalData
 
@@ -86,24 +86,21 @@ def load_text_dataset(source: DataSource, work_dir: Path, *, role: str) -> Datas
 def split_holdout(train: Dataset, seed: int) -> tuple[Dataset, Dataset | None, Holdout | None]:
     """Hold out a seeded share of `train` as an eval set: (rows to train on, held out, Holdout).
 
-    HOLDOUT_SHARE of the rows (rounded; at least 1, at most HOLDOUT_MAX_ROWS), chosen by a
-    permutation seeded with `seed`, so the same data and seed always hold out the same rows.
-    Both parts keep the original row order. Below HOLDOUT_MIN_TRAIN_ROWS rows nothing is held
-    out: (train, None, None).
+    Held out by anchor (the first column), with the rule of worker.training.holdout: about
+    HOLDOUT_SHARE of the rows (at most HOLDOUT_MAX_ROWS), all rows of a held-out anchor together,
+    picked by `seed`, so the same data and seed always hold out the same rows. Both parts keep the
+    original row order. When nothing is held out (fewer than HOLDOUT_MIN_TRAIN_ROWS rows, or every
+    anchor too large): (train, None, None).
     """
-    import numpy as np
-
-    total = len(train)
-    rows = holdout_rows(total)
-    if rows == 0:
+    held = held_out_indices(train[train.column_names[0]], seed)
+    if not held:
         return train, None, None
-    order = np.random.default_rng(seed).permutation(total)
-    held = np.sort(order[:rows])
-    kept = np.sort(order[rows:])
+    chosen = set(held)
+    kept = [i for i in range(len(train)) if i not in chosen]
     return (
-        train.select(kept.tolist()),
-        train.select(held.tolist()),
-        Holdout(rows=rows, share=HOLDOUT_SHARE, seed=seed),
+        train.select(kept),
+        train.select(held),
+        Holdout(rows=len(held), share=HOLDOUT_SHARE, seed=seed),
     )
 
 
