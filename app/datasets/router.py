@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
+from sqlalchemy.orm import Session
 
 from app.datasets import service
 from app.datasets.schemas import DatasetList, DatasetRead
 from app.deps import SessionDep, SettingsDep
 from app.errors import PayloadTooLarge
+from app.idempotency import service as idempotency
+from app.storage import resolve_key
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -28,10 +32,12 @@ def upload_dataset(
             "hypothesis, label. Unmapped columns keep their own names."
         ),
     ] = None,
-) -> DatasetRead:
+    idempotency_key: idempotency.IdempotencyKeyDep = None,
+) -> DatasetRead | Response:
     """Upload training data: triplets (anchor, positive, negative[, negative_2, ...]), pairs
     (anchor, positive), STS (sentence1, sentence2, score) or NLI pairs (premise, hypothesis,
-    label; stored converted to triplets)."""
+    label; stored converted to triplets). With an `Idempotency-Key`, a retry with the same file
+    and fields returns the first response and stores nothing."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
         raise PayloadTooLarge(
@@ -42,8 +48,37 @@ def upload_dataset(
     dataset = service.store_upload(
         session, settings, file.file, file.filename, name, column_mapping
     )
+    read = service.to_read(dataset)
+    # The upload is hashed while it is stored, so the key is checked only now; a replay
+    # removes what this retry stored and rolls its row back.
+    body = {"file_sha256": dataset.sha256, "filename": file.filename}
+    body |= {"name": name, "column_mapping": column_mapping}
+    idem = idempotency.request_for("POST /datasets", idempotency_key, body)
+    if idem:
+        path = resolve_key(settings, dataset.storage_key)
+        try:
+            stored = idempotency.find(session, idem) or idempotency.save(
+                session,
+                idem,
+                status_code=status.HTTP_201_CREATED,
+                body=read,
+                resource_id=dataset.id,
+                ttl_s=settings.idempotency_ttl_s,
+            )
+        except BaseException:
+            _discard_upload(session, path)
+            raise
+        if stored:
+            _discard_upload(session, path)
+            return stored.replay()
     session.commit()
-    return service.to_read(dataset)
+    return read
+
+
+def _discard_upload(session: Session, path: Path) -> None:
+    """Forget an upload that will not be kept: its row (rolled back) and its stored file."""
+    session.rollback()
+    path.unlink(missing_ok=True)
 
 
 @router.get("", response_model=DatasetList)

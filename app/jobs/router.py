@@ -7,6 +7,7 @@ from fastapi.responses import FileResponse
 
 from app.deps import SessionDep, SettingsDep
 from app.errors import NotFound
+from app.idempotency import service as idempotency
 from app.jobs import service
 from app.jobs.dispatch import dispatch
 from app.jobs.schemas import JobCreate, JobList, JobMetricsSeries, JobRead
@@ -18,17 +19,37 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead)
 def create_job(
-    payload: JobCreate, session: SessionDep, settings: SettingsDep, response: Response
-) -> JobRead:
+    payload: JobCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: idempotency.IdempotencyKeyDep,
+) -> JobRead | Response:
     """Queue a fine-tuning job. Poll GET /jobs/{id} for its progress and result.
 
     Uploaded datasets are checked first (the job's `preflight`: steps, train/test overlap,
-    shared positives); a job that cannot be meaningful is rejected with 422 preflight_failed."""
+    shared positives); a job that cannot be meaningful is rejected with 422 preflight_failed.
+    With an `Idempotency-Key`, a retry returns the first response and queues nothing."""
+    idem = idempotency.request_for("POST /jobs", idempotency_key, payload.model_dump(mode="json"))
+    if idem and (stored := idempotency.find(session, idem)):
+        return stored.replay({"Location": f"/jobs/{stored.resource_id}"})
     job = service.create_job(session, payload, settings)
+    read = service.to_read(job)
+    if idem and (
+        stored := idempotency.save(
+            session,
+            idem,
+            status_code=status.HTTP_202_ACCEPTED,
+            body=read,
+            resource_id=job.id,
+            ttl_s=settings.idempotency_ttl_s,
+        )
+    ):  # a concurrent duplicate won: its job is the one, and it was dispatched already
+        return stored.replay({"Location": f"/jobs/{stored.resource_id}"})
     session.commit()  # enqueue only what is committed
     dispatch(job.id)
     response.headers["Location"] = f"/jobs/{job.id}"
-    return service.to_read(job)
+    return read
 
 
 @router.get("", response_model=JobList)
