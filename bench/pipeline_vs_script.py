@@ -16,6 +16,7 @@ database and Celery layers around it add a fixed few seconds per job that are no
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
 import statistics
@@ -96,6 +97,7 @@ def run_script(model_dir: Path, train: Path, test: Path, out: Path, hp: dict) ->
         learning_rate=hp["learning_rate"],
         warmup_steps=hp["warmup_ratio"],
         seed=hp["seed"],
+        max_steps=hp.get("max_steps") or -1,
         bf16=cuda and torch.cuda.is_bf16_supported(),
         fp16=cuda and not torch.cuda.is_bf16_supported(),
         batch_sampler=BatchSamplers.NO_DUPLICATES,
@@ -154,10 +156,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="stop both runs after this many steps (CPU)"
+    )
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
 
     import torch
+
+    # Imported before any timing, so that neither side pays the other's imports.
+    importlib.import_module("sentence_transformers")
+    importlib.import_module("worker.training.pipeline")
 
     work = Path(tempfile.mkdtemp(prefix="embedtune-bench-"))
     rows = [json.loads(line) for line in args.data.open()][: args.max_rows]
@@ -173,6 +182,8 @@ def main() -> None:
         "warmup_ratio": 0.1,
         "seed": 42,
     }
+    if args.max_steps is not None:
+        hp["max_steps"] = args.max_steps
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     print(f"device: {device}; train {len(train_rows)} / test {len(test_rows)} triplets; {hp}")
 

@@ -9,6 +9,7 @@ share of the training rows is held out as the eval set (`split_holdout`).
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,14 +31,22 @@ HUB_COLUMNS: tuple[str, ...] = ("anchor", "positive", "negative")
 # The hold-out rule lives in worker.training.holdout (imported by the API's job preflight too).
 
 
-def load_train_data(source: DataSource, work_dir: Path) -> Dataset:
-    """Training data in loss order: anchor, positive, then any number of negatives."""
-    return load_text_dataset(source, work_dir, role="train")
+def load_train_data(
+    source: DataSource, work_dir: Path, *, revisions: dict[str, str] | None = None
+) -> Dataset:
+    """Training data in loss order: anchor, positive, then any number of negatives.
+
+    `revisions` (optional): a Hub source's resolved commit is stored in it under "train" (see
+    resolve_hub_revision); the other loaders do the same under their role ("sts" for STS data).
+    """
+    return load_text_dataset(source, work_dir, role="train", revisions=revisions)
 
 
-def load_triplet_data(source: DataSource, work_dir: Path, role: str) -> Dataset:
+def load_triplet_data(
+    source: DataSource, work_dir: Path, role: str, *, revisions: dict[str, str] | None = None
+) -> Dataset:
     """Evaluation or test data (`role`): exactly 3 text columns (anchor, positive, negative)."""
-    dataset = load_text_dataset(source, work_dir, role=role)
+    dataset = load_text_dataset(source, work_dir, role=role, revisions=revisions)
     if len(dataset.column_names) != 3:
         raise DatasetInvalid(
             f"The {role} data must be triplets (anchor, positive, negative) to evaluate on, "
@@ -47,7 +56,9 @@ def load_triplet_data(source: DataSource, work_dir: Path, role: str) -> Dataset:
     return dataset
 
 
-def load_sts_data(source: DataSource, work_dir: Path) -> Dataset:
+def load_sts_data(
+    source: DataSource, work_dir: Path, *, revisions: dict[str, str] | None = None
+) -> Dataset:
     """STS data: columns sentence1, sentence2 (texts) and score (float64), in that order.
 
     Local files name their columns in `source.columns` (two texts, then the score); Hub datasets
@@ -64,19 +75,22 @@ def load_sts_data(source: DataSource, work_dir: Path) -> Dataset:
             )
         dataset = _load_local(source, work_dir, role, score_column=source.columns[2])
     elif isinstance(source, HubData):
-        dataset = _load_hub(source, role, sts=True)
+        dataset = _load_hub(source, role, sts=True, revisions=revisions, revision_key="sts")
     else:  # pragma: no cover - the DataSource union is closed
         raise TypeError(f"unknown data source {type(source).__name__}")
     return _check_sts(dataset, role)
 
 
-def load_text_dataset(source: DataSource, work_dir: Path, *, role: str) -> Dataset:
+def load_text_dataset(
+    source: DataSource, work_dir: Path, *, role: str, revisions: dict[str, str] | None = None
+) -> Dataset:
     """Load `source` and keep only its text columns, in loss order; DatasetUnavailable when it
-    cannot be loaded, DatasetInvalid when it loads but cannot be used."""
+    cannot be loaded, DatasetInvalid when it loads but cannot be used. A Hub source's resolved
+    commit goes into `revisions[role]` (when given and known)."""
     if isinstance(source, LocalData):
         dataset = _load_local(source, work_dir, role)
     elif isinstance(source, HubData):
-        dataset = _load_hub(source, role)
+        dataset = _load_hub(source, role, revisions=revisions)
     else:  # pragma: no cover - the DataSource union is closed
         raise TypeError(f"unknown data source {type(source).__name__}")
     _check_texts(dataset, role)
@@ -171,7 +185,62 @@ def _hub_split(source: HubData) -> str:
     return f"{source.split}[:{source.limit}]" if source.limit else source.split
 
 
-def _load_hub(source: HubData, role: str, *, sts: bool = False) -> Dataset:
+# A full Hub commit id (git sha-1, lowercase hex).
+_COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+def resolve_hub_revision(source: HubData, loaded: Dataset) -> str | None:
+    """The commit of `source.hub` that `loaded` came from, or None when it cannot be told.
+
+    In order: (1) `datasets` (5.x) caches a Hub dataset's Arrow files under
+    `<repo>/<config>/<version>/<commit sha>/`, online and offline alike (offline it reuses the
+    latest cached commit, whatever `revision` says), so the folder of the loaded files is the
+    truth; (2) the Hugging Face hub cache's `refs/<revision or main>` (or `snapshots/<sha>` for a
+    sha pin); (3) when online, the Hub's answer for the revision (`HfApi().dataset_info`).
+    """
+    for cache_file in loaded.cache_files:
+        folder = Path(cache_file["filename"]).parent.name
+        if _COMMIT_SHA.fullmatch(folder):
+            return folder
+    return _hub_cache_revision(source.hub, source.revision) or _hub_api_revision(source)
+
+
+def _hub_cache_revision(repo: str, revision: str | None) -> str | None:
+    from huggingface_hub import constants
+
+    repo_dir = Path(constants.HF_HUB_CACHE) / f"datasets--{repo.replace('/', '--')}"
+    wanted = revision or "main"
+    if _COMMIT_SHA.fullmatch(wanted):
+        return wanted if (repo_dir / "snapshots" / wanted).is_dir() else None
+    try:
+        sha = (repo_dir / "refs" / wanted).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return sha if _COMMIT_SHA.fullmatch(sha) else None
+
+
+def _hub_api_revision(source: HubData) -> str | None:
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        sha = HfApi().dataset_info(source.hub, revision=source.revision, timeout=30).sha
+    except Exception:  # the data is loaded already: an unknown commit is not worth failing for
+        return None
+    return sha if isinstance(sha, str) else None
+
+
+def _load_hub(
+    source: HubData,
+    role: str,
+    *,
+    sts: bool = False,
+    revisions: dict[str, str] | None = None,
+    revision_key: str | None = None,
+) -> Dataset:
+    """Load a Hub split; its resolved commit (resolve_hub_revision) goes into
+    `revisions[revision_key or role]` when known."""
     from datasets import Dataset, load_dataset
 
     try:
@@ -187,6 +256,17 @@ def _load_hub(source: HubData, role: str, *, sts: bool = False) -> Dataset:
         raise DatasetUnavailable(
             f"The {role} dataset {describe_hub(source)} did not load as a single split."
         )
+    resolved = resolve_hub_revision(source, loaded)
+    pinned = source.revision
+    if pinned and _COMMIT_SHA.fullmatch(pinned) and resolved and resolved != pinned:
+        # Offline, `datasets` falls back to the latest cached commit whatever the pin says.
+        raise DatasetUnavailable(
+            f"The {role} dataset {describe_hub(source)} is pinned to commit {pinned}, but the "
+            f"data that loaded is from commit {resolved} (a cached copy: the pinned commit "
+            "could not be fetched from the Hugging Face Hub)."
+        )
+    if revisions is not None and resolved is not None:
+        revisions[revision_key or role] = resolved
     if source.columns:
         missing = [c for c in source.columns if c not in loaded.column_names]
         if missing:

@@ -16,19 +16,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from worker.training.callbacks import MetricsCallback, ProgressCallback
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from worker.training.callbacks import MetricsCallback, ProgressCallback, finite
 from worker.training.card import CardFacts, add_section
 from worker.training.data import load_sts_data, load_train_data, load_triplet_data, split_holdout
 from worker.training.errors import OutOfMemory, PrecisionUnsupported, TrainingError
 from worker.training.evaluation import (
     build_sts_evaluator,
     build_triplet_evaluator,
+    build_triplet_loss_evaluator,
     evaluate,
     evaluate_sts,
+    same_triplets,
 )
 from worker.training.models import load_base_model
 from worker.training.spec import (
     Hyperparameters,
+    MetricPoint,
     Metrics,
     MetricsRecorder,
     ProgressReporter,
@@ -134,10 +139,12 @@ def run(
     produced.
 
     Without eval data, a seeded share of the training rows is held out as the eval set (see
-    data.split_holdout) and not trained on. With an eval set, the trainer evaluates the base model
-    (step 0), every eval_steps steps and at the last step: MNR loss on the eval set and, for
-    triplets, triplet accuracy. `record` (optional) gets a MetricPoint for each of those and for
-    every logged training loss.
+    data.split_holdout) and not trained on. With an eval set, the eval set is evaluated for the
+    base model (step 0), every eval_steps steps and at the last step: MNR loss on the eval set and,
+    for triplets, triplet accuracy (one encoding pass gives both). When the final metrics come
+    from the same triplets, the base and fine-tuned scores are the step-0 and last-step
+    evaluations (not computed twice). `record` (optional) gets a MetricPoint for each of those and
+    for every logged training loss.
 
     Metrics are computed on the test data, else the eval data, else the held-out rows (when they
     are triplets), for the base and the fine-tuned model; with STS data, they also hold the
@@ -158,10 +165,21 @@ def run(
     with _out_of_memory_as_error(hp.batch_size, hp.max_seq_length):
         model = load_base_model(spec.base_model, spec.model_dirs, choice.device, hp.max_seq_length)
 
-    train_data = load_train_data(spec.train, work_dir)
-    eval_data = load_triplet_data(spec.eval, work_dir, "eval") if spec.eval is not None else None
-    test_data = load_triplet_data(spec.test, work_dir, "test") if spec.test is not None else None
-    sts_data = load_sts_data(spec.sts, work_dir) if spec.sts is not None else None
+    hub_revisions: dict[str, str] = {}  # role -> the commit its Hub dataset resolved to
+    train_data = load_train_data(spec.train, work_dir, revisions=hub_revisions)
+    eval_data = (
+        load_triplet_data(spec.eval, work_dir, "eval", revisions=hub_revisions)
+        if spec.eval is not None
+        else None
+    )
+    test_data = (
+        load_triplet_data(spec.test, work_dir, "test", revisions=hub_revisions)
+        if spec.test is not None
+        else None
+    )
+    sts_data = (
+        load_sts_data(spec.sts, work_dir, revisions=hub_revisions) if spec.sts is not None else None
+    )
     holdout = None
     if eval_data is None:
         train_data, eval_data, holdout = split_holdout(train_data, hp.seed)
@@ -181,9 +199,15 @@ def run(
     # than training: on a GPU, small batches leave evaluation bound by kernel launches. The
     # eval loss keeps the training batch size: MNR's loss depends on the in-batch negatives.
     encode_batch = max(hp.batch_size, EVAL_ENCODE_BATCH_SIZE)
-    # Evaluated during training: the eval set (triplet accuracy only when it has negatives).
+    # Evaluated during training: the eval set, when it is triplets, by an evaluator that also
+    # computes the MNR eval loss from the embeddings it encodes for the accuracies (in the
+    # trainer's eval batches), so an evaluation is one encoding pass and the trainer gets no
+    # eval_dataset of its own to run a second, loss-only pass over. Pair eval sets (no
+    # negatives: no accuracies) keep the trainer's eval-loss pass.
     eval_evaluator = (
-        build_triplet_evaluator(eval_data, eval_role, batch_size=encode_batch)
+        build_triplet_loss_evaluator(
+            eval_data, eval_role, loss, hp.batch_size, hp.seed, batch_size=encode_batch
+        )
         if eval_data is not None and len(eval_data.column_names) >= 3
         else None
     )
@@ -192,9 +216,16 @@ def run(
     evaluator = None
     if test_data is not None:
         evaluated = "test"
-        evaluator = build_triplet_evaluator(test_data, "test", batch_size=encode_batch)
+        if eval_evaluator is not None and same_triplets(eval_evaluator, test_data):
+            evaluator = eval_evaluator  # the same triplets: one evaluator scores both
+        else:
+            evaluator = build_triplet_evaluator(test_data, "test", batch_size=encode_batch)
     elif eval_evaluator is not None:
         evaluated, evaluator = eval_role, eval_evaluator
+    # When the final evaluator is the eval set's, scoring the base model before training and the
+    # fine-tuned model after it already are the evaluations at step 0 and at the last step: the
+    # trainer skips those two, and their eval points are recorded from these scores.
+    scores_are_evals = evaluator is not None and evaluator is eval_evaluator
     sts_evaluator = (
         build_sts_evaluator(sts_data, batch_size=encode_batch) if sts_data is not None else None
     )
@@ -211,6 +242,8 @@ def run(
         base_metrics = score(model)
 
     evaluating = eval_data is not None
+    if scores_are_evals and record is not None:
+        _record_eval_point(record, eval_evaluator, step=0, epoch=0.0)
     eval_steps = eval_steps_for(hp, len(train_data)) if evaluating else None
     logging_steps = logging_steps_for(hp, len(train_data))
     args = SentenceTransformerTrainingArguments(
@@ -228,17 +261,21 @@ def run(
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         report_to="none",
         save_strategy="no",
-        # The trainer evaluates the eval set itself: the base model first, then every
-        # eval_steps steps, and at the last step when that is not a multiple of eval_steps.
+        # The trainer evaluates the eval set every eval_steps steps, and at the last step when
+        # that is not a multiple of eval_steps; also the base model first, unless the base
+        # score above was that evaluation (then _SkipLastStepEvaluation leaves the last step
+        # to the fine-tuned score too).
         eval_strategy="steps" if evaluating else "no",
         eval_steps=eval_steps,
-        eval_on_start=evaluating,
+        eval_on_start=evaluating and not scores_are_evals,
         logging_strategy="steps",
         logging_steps=logging_steps,
         disable_tqdm=True,
         use_cpu=choice.device == "cpu",
     )
     callbacks: list[Any] = [ProgressCallback(report)]
+    if scores_are_evals:
+        callbacks.append(_SkipLastStepEvaluation())
     if record is not None:
         callbacks.append(
             MetricsCallback(record, eval_evaluator.name if eval_evaluator is not None else None)
@@ -247,7 +284,7 @@ def run(
         model=model,
         args=args,
         train_dataset=train_data,
-        eval_dataset=eval_data,
+        eval_dataset=eval_data if eval_evaluator is None else None,
         loss=loss,
         evaluator=eval_evaluator,
         callbacks=callbacks,
@@ -258,6 +295,13 @@ def run(
         trainer.train()
         total_steps = int(trainer.state.max_steps)
         fine_tuned_metrics = score(model)
+    if scores_are_evals and record is not None:
+        _record_eval_point(
+            record,
+            eval_evaluator,
+            step=int(trainer.state.global_step),
+            epoch=float(trainer.state.epoch or 0.0),
+        )
 
     metrics: dict[str, Metrics] | None = None
     if base_metrics is not None and fine_tuned_metrics is not None:
@@ -304,7 +348,31 @@ def run(
         holdout=holdout,
         eval_steps=eval_steps,
         logging_steps=logging_steps,
+        hub_revisions=hub_revisions,
     )
+
+
+def _record_eval_point(record: MetricsRecorder, evaluator: Any, step: int, epoch: float) -> None:
+    """An eval MetricPoint from what a TripletLossEvaluator computed last, as MetricsCallback
+    records the trainer's evaluations: "loss" and the METRIC_KEYS, non-finite values as None."""
+    values = {key: finite(value) for key, value in evaluator.last_values.items()}
+    record(MetricPoint(kind="eval", step=step, epoch=epoch, values=values))
+
+
+class _SkipLastStepEvaluation(TrainerCallback):
+    """Cancels the trainer's evaluation at the last step (callbacks run after the trainer's flow
+    callback, which asks for it): the pipeline scores the fine-tuned model on the same data right
+    after training and records that as the last step's eval point."""
+
+    def on_step_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        if state.max_steps and state.global_step >= state.max_steps:
+            control.should_evaluate = False
 
 
 def write_metrics(

@@ -164,3 +164,6 @@ class TrainingResult:
     holdout: Holdout | None = None  # set when the eval set was held out of the training rows
     eval_steps: int | None = None  # steps between two evaluations; None: none during training
     logging_steps: int = 1  # steps between two logged training losses
+    # Role ("train", "eval", "test", "sts") -> the Hub commit sha that role's Hub dataset resolved
+    # to (whatever `revision` pinned: a branch, a tag, a sha or nothing); local data has none.
+    hub_revisions: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,179 @@
+"""What an evaluation during training costs: one encoding pass, the eval loss folded into it, and
+no second scoring of the same data when the final metrics come from the eval set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from tests.support.tiny_model import read_jsonl
+from tests.training.conftest import local
+from worker.training.evaluation import (
+    EVAL_LOSS_KEY,
+    build_triplet_evaluator,
+    build_triplet_loss_evaluator,
+    eval_loss_batches,
+    evaluate,
+    same_triplets,
+)
+from worker.training.pipeline import run
+from worker.training.spec import METRIC_KEYS, Hyperparameters, MetricPoint
+
+
+def triplets(path: Path):  # type: ignore[no-untyped-def]
+    from datasets import Dataset
+
+    return Dataset.from_list(read_jsonl(path)).select_columns(["anchor", "positive", "negative"])
+
+
+@pytest.mark.parametrize("batch_size", [8, 16])
+def test_folded_eval_loss_is_the_trainers_eval_loss(tmp_path, tiny_models, data_files, batch_size):
+    """The loss computed from the evaluator's embeddings equals the trainer's own eval-loss pass
+    (same no-duplicates batches, same MNR loss) on the same model."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers,
+        SentenceTransformerTrainingArguments,
+    )
+
+    model = SentenceTransformer(str(tiny_models / "tiny"), device="cpu")
+    data = triplets(data_files["eval"])
+    loss = MultipleNegativesRankingLoss(model)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path / "trainer"),
+        per_device_eval_batch_size=batch_size,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        seed=7,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=data, eval_dataset=data, loss=loss
+    )
+    expected = trainer.evaluate()["eval_loss"]
+
+    evaluator = build_triplet_loss_evaluator(data, "eval", loss, batch_size, seed=7, batch_size=64)
+    output = evaluator(model)
+    assert output[EVAL_LOSS_KEY] == pytest.approx(expected, rel=1e-5)
+    # The accuracies are those of a plain TripletEvaluator, and last_values holds both.
+    plain = evaluate(model, build_triplet_evaluator(data, "eval"))
+    assert evaluator.last_values == {EVAL_LOSS_KEY: output[EVAL_LOSS_KEY], **plain}  # type: ignore[attr-defined]
+    assert tuple(evaluator.last_values)[1:] == METRIC_KEYS  # type: ignore[attr-defined]
+
+
+def test_eval_loss_batches_cover_every_row_once(data_files):
+    data = triplets(data_files["eval"])
+    batches = eval_loss_batches(data, 8, seed=42)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(data)))
+    assert all(len(batch) <= 8 for batch in batches)
+    assert batches == eval_loss_batches(data, 8, seed=42)  # fixed: evaluations are comparable
+
+
+def test_same_triplets(data_files):
+    data = triplets(data_files["eval"])
+    evaluator = build_triplet_evaluator(data, "eval")
+    assert same_triplets(evaluator, data)
+    assert not same_triplets(evaluator, data.select(range(len(data) - 1)))
+    assert not same_triplets(evaluator, triplets(data_files["test"]))
+    renamed = data.rename_columns({"anchor": "q", "positive": "p", "negative": "n"})
+    assert same_triplets(evaluator, renamed)
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.evaluator_calls = 0
+        self.loss_batches = 0
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """Counts TripletEvaluator runs and batches of the trainer's own eval-loss pass."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.evaluation import TripletEvaluator
+
+    counter = Counter()
+    evaluator_call = TripletEvaluator.__call__
+    prediction_step = SentenceTransformerTrainer.prediction_step
+
+    def counting_call(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        counter.evaluator_calls += 1
+        return evaluator_call(self, *args, **kwargs)
+
+    def counting_step(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        counter.loss_batches += 1
+        return prediction_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(TripletEvaluator, "__call__", counting_call)
+    monkeypatch.setattr(SentenceTransformerTrainer, "prediction_step", counting_step)
+    return counter
+
+
+def test_eval_set_that_is_the_test_set_is_scored_once_per_eval_point(
+    tmp_path, make_spec, data_files, tiny_models, counted
+):
+    """eval == test: the base score is the step-0 eval point and the fine-tuned score the last
+    one; every evaluation is one evaluator run and the trainer runs no eval-loss pass."""
+    points: list[MetricPoint] = []
+    spec = make_spec(
+        tmp_path,
+        local(data_files["train_triplets"]),
+        eval=local(data_files["eval"]),
+        test=local(data_files["eval"]),  # the same file, loaded twice
+        hyperparameters=Hyperparameters(
+            batch_size=8, learning_rate=1e-3, max_steps=7, eval_steps=3
+        ),
+    )
+    result = run(spec, lambda p: None, points.append)
+    evals = [p for p in points if p.kind == "eval"]
+    assert [p.step for p in evals] == [0, 3, 6, 7]
+    assert counted.evaluator_calls == 4  # base (step 0), steps 3 and 6, fine-tuned (step 7)
+    assert counted.loss_batches == 0
+    assert result.evaluated_on == "test" and result.metrics is not None
+
+    assert {k: evals[0].values[k] for k in METRIC_KEYS} == result.metrics["base"]
+    assert {k: evals[-1].values[k] for k in METRIC_KEYS} == result.metrics["fine_tuned"]
+    last_train = [p for p in points if p.kind == "train"][-1]
+    assert evals[0].epoch == 0 and evals[-1].epoch == last_train.epoch
+    for point in evals:
+        assert list(point.values) == ["loss", *METRIC_KEYS]
+        assert point.values["loss"] is not None and point.values["loss"] > 0
+    assert evals[0].values["loss"] != evals[-1].values["loss"]
+    # The series is in order: step 0 first, the last eval point after the last train point.
+    assert points[0] == evals[0]
+    assert points[-1] == evals[-1]
+    assert max(p.step for p in points if p.kind == "train") == 7
+
+    # The fine-tuned score is that of the saved model, and step 0 is the base model.
+    saved = SentenceTransformer(str(result.model_dir), device="cpu")
+    base = SentenceTransformer(str(tiny_models / "tiny"), device="cpu")
+    data = triplets(data_files["eval"])
+    assert evaluate(saved, build_triplet_evaluator(data, "x")) == pytest.approx(
+        result.metrics["fine_tuned"], abs=1e-6
+    )
+    assert evaluate(base, build_triplet_evaluator(data, "x")) == pytest.approx(
+        result.metrics["base"], abs=1e-6
+    )
+
+
+def test_a_different_test_set_keeps_the_trainers_step_0_evaluation(
+    tmp_path, make_spec, data_files, counted
+):
+    points: list[MetricPoint] = []
+    spec = make_spec(
+        tmp_path,
+        local(data_files["train_triplets"]),
+        eval=local(data_files["eval"]),
+        test=local(data_files["test"]),
+        hyperparameters=Hyperparameters(
+            batch_size=8, learning_rate=1e-3, max_steps=4, eval_steps=2
+        ),
+    )
+    run(spec, lambda p: None, points.append)
+    assert [p.step for p in points if p.kind == "eval"] == [0, 2, 4]
+    # Test set: base and fine-tuned; eval set: steps 0, 2 and 4; no separate eval-loss pass.
+    assert counted.evaluator_calls == 5
+    assert counted.loss_batches == 0
