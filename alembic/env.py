@@ -5,9 +5,11 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+from app.auth import models as _auth  # noqa: F401
 from app.datasets import models as _datasets  # noqa: F401  (registers tables)
 from app.db.base import Base
 from app.db.session import make_engine
+from app.idempotency import models as _idempotency  # noqa: F401
 from app.jobs import models as _jobs  # noqa: F401
 from app.settings import get_settings
 
@@ -31,6 +33,12 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_engine(_url(), pooled=False)
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Batch migrations copy a table, drop it and rename the copy; with foreign keys on,
+            # dropping `jobs` would cascade to its events and metric points. The pragma only
+            # takes effect outside a transaction, hence the commit.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

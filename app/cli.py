@@ -46,6 +46,9 @@ def worker(concurrency: int | None, loglevel: str) -> None:
         f"--loglevel={loglevel}",
         "--without-gossip",
         "--without-mingle",
+        # Unique per process: a job records the node running it, and a node shutting down asks
+        # exactly its own jobs to hand themselves back.
+        f"--hostname=embedtune-{os.getpid()}@%h",
     ]
     celery_app.worker_main(argv=argv)
 
@@ -62,6 +65,84 @@ def migrate(revision: str, downgrade_to: str | None) -> None:
     else:
         migrations.upgrade(revision=revision)
     click.echo("database schema is up to date" if not downgrade_to else "downgraded")
+
+
+@main.group()
+def keys() -> None:
+    """Teams' API keys: create (shown once), list, revoke. Uses the configured database."""
+
+
+def _team_name(_: click.Context, __: click.Parameter, value: str) -> str:
+    import re
+
+    from app.auth.schemas import TEAM_NAME_MAX, TEAM_NAME_PATTERN
+
+    if len(value) > TEAM_NAME_MAX or not re.match(TEAM_NAME_PATTERN, value):
+        raise click.BadParameter(
+            f"letters, digits, '.', '_' and '-', at most {TEAM_NAME_MAX} characters"
+        )
+    return value
+
+
+@keys.command("create")
+@click.option("--team", required=True, callback=_team_name, help="Team name; made if missing.")
+def keys_create(team: str) -> None:
+    """Create an API key for TEAM (and the team, if new). Prints the key once, on stdout."""
+    from app.auth import service
+    from app.db.session import unit_of_work
+
+    with unit_of_work() as session:
+        row, made = service.ensure_team(session, team)
+        created = service.create_key(session, row)
+    click.echo(
+        f"{'created team' if made else 'team'} {row.name} ({row.id}); key {created.row.id} "
+        f"({created.row.prefix}...). The key is shown only now; only its hash is stored.",
+        err=True,
+    )
+    click.echo(created.key)
+
+
+@keys.command("revoke")
+@click.argument("key")
+def keys_revoke(key: str) -> None:
+    """Revoke KEY: a key id (key_...), a prefix (et_...) or the whole key."""
+    from app.auth import service
+    from app.db.session import unit_of_work
+    from app.errors import NotFound
+
+    with unit_of_work() as session:
+        try:
+            row = service.revoke_key(session, service.find_key(session, key))
+        except NotFound as exc:
+            raise click.ClickException(exc.message) from None
+    click.echo(f"revoked {row.id} ({row.prefix}...) at {row.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@keys.command("list")
+@click.option("--team", default=None, help="Only this team's keys.")
+def keys_list(team: str | None) -> None:
+    """List keys: id, prefix, team, created, last used, revoked. Never a whole key."""
+    from app.auth import service
+    from app.db.session import unit_of_work
+
+    with unit_of_work() as session:
+        teams = {t.id: t.name for t in service.list_teams(session)}
+        team_id = None
+        if team is not None:
+            team_id = next((i for i, n in teams.items() if n == team), None)
+            if team_id is None:
+                raise click.ClickException(f"no team named '{team}'")
+        rows = service.list_keys(session, team_id)
+
+    def when(value: object) -> str:
+        return f"{value:%Y-%m-%d %H:%M}" if value is not None else "-"
+
+    click.echo(f"{'id':<29} {'prefix':<12} {'team':<20} {'created':<16} {'last used':<16} revoked")
+    for r in rows:
+        click.echo(
+            f"{r.id:<29} {r.prefix:<12} {teams.get(r.team_id, r.team_id):<20} "
+            f"{when(r.created_at):<16} {when(r.last_used_at):<16} {when(r.revoked_at)}"
+        )
 
 
 @main.command()
@@ -92,6 +173,7 @@ def local(host: str, port: int, data_dir: Path | None) -> None:
     from app import migrations
 
     migrations.upgrade(url=env["EMBEDTUNE_DATABASE_URL"])
+    _local_key_banner(data_dir, host, port, env["EMBEDTUNE_DATABASE_URL"])
     worker_proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker", "--concurrency=1"], env=env
     )
@@ -118,6 +200,37 @@ def local(host: str, port: int, data_dir: Path | None) -> None:
                 worker_proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker_proc.kill()
+
+
+def _local_key_banner(data_dir: Path, host: str, port: int, database_url: str) -> None:
+    """Make the local team's key on first start and say how to use it; later, say where it is."""
+    from app.auth.local import ensure_local_key
+    from app.db.session import unit_of_work
+
+    with unit_of_work() as session:
+        local = ensure_local_key(session, data_dir)
+    new_key = f"EMBEDTUNE_DATABASE_URL={database_url} embedtune keys create --team {local.team}"
+    if local.key is not None:
+        click.echo(
+            f"Created team '{local.team}' and its API key (saved, readable only by you, in "
+            f"{local.path}):\n\n"
+            f"  export EMBEDTUNE_API_KEY={local.key}\n"
+            f'  curl -s -H "Authorization: Bearer $EMBEDTUNE_API_KEY" http://{host}:{port}/jobs\n',
+            err=True,
+        )
+    elif local.file_missing:
+        click.echo(
+            f"Team '{local.team}' has API keys, but {local.path} is gone; make a new key with:\n"
+            f"  {new_key}",
+            err=True,
+        )
+    else:
+        click.echo(
+            f"API key of team '{local.team}': in {local.path}\n"
+            f"  export EMBEDTUNE_API_KEY=$(cat {local.path})\n"
+            f"  (another key: {new_key})",
+            err=True,
+        )
 
 
 if __name__ == "__main__":

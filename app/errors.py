@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 class AppError(Exception):
     status_code = 400
     code = "bad_request"
+    # Response headers the error needs (WWW-Authenticate on a 401, say).
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, details: Any = None, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -27,6 +30,19 @@ class AppError(Exception):
         self.details = details
         if code is not None:
             self.code = code
+
+
+class Unauthorized(AppError):
+    """No credential, or one that is unknown or revoked. Answered with `WWW-Authenticate`."""
+
+    status_code = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(AppError):
@@ -58,6 +74,61 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Stable machine-readable code.", examples=["not_found"])
+    message: str = Field(description="What went wrong and what to do, for people.")
+    details: Any = Field(
+        None,
+        description="Structured context (the field, row, limit, ...); for validation_error a "
+        "list of {field, location, message}; null when there is none.",
+    )
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every error response."""
+
+    error: ErrorInfo
+
+
+ERROR_SCHEMA = "ErrorResponse"
+_ERROR_REF = f"#/components/schemas/{ERROR_SCHEMA}"
+_VALIDATION_REF = "#/components/schemas/HTTPValidationError"
+
+
+def install_openapi_errors(app: FastAPI) -> None:
+    """Document the error shape in the app's OpenAPI: every 4xx/5xx response without a body
+    schema gets ErrorResponse, and FastAPI's default 422 body (HTTPValidationError, which this
+    app never sends: see `_request_invalid`) is replaced by it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        schema = build()
+        if fresh:
+            _document_errors(schema)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_errors(schema: dict[str, Any]) -> None:
+    error_content = {"application/json": {"schema": {"$ref": _ERROR_REF}}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if status[:1] not in {"4", "5"}:
+                    continue
+                content = response.get("content", {}).get("application/json", {})
+                if not content or content.get("schema", {}).get("$ref") == _VALIDATION_REF:
+                    response["content"] = dict(error_content)
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    definitions = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(definitions.pop("$defs", {}))
+    schemas[ERROR_SCHEMA] = definitions
+
+
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     details = []
     for err in exc.errors():
@@ -79,7 +150,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
         return JSONResponse(
-            error_body(exc.code, exc.message, exc.details), status_code=exc.status_code
+            error_body(exc.code, exc.message, exc.details),
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -93,6 +166,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's only 400: a body it cannot decode (bytes that are not UTF-8 JSON, a
+            # broken form). Answered like any other invalid body: 422 validation_error.
+            detail = {"field": "body", "location": "body", "message": str(exc.detail)}
+            return JSONResponse(
+                error_body("validation_error", f"Invalid request: body: {exc.detail}", [detail]),
+                status_code=422,
+            )
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(
             error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers

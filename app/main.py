@@ -10,30 +10,41 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import health
+from app.auth import router as admin_router
 from app.datasets import router as datasets_router
-from app.errors import install_error_handlers
+from app.db.session import unit_of_work
+from app.errors import install_error_handlers, install_openapi_errors
+from app.idempotency.service import purge_expired
 from app.jobs import router as jobs_router
 from app.jobs.dispatch import dispatch_pending
+from app.jobs.leases import sweep
+from app.settings import get_settings
 
 log = logging.getLogger(__name__)
-DISPATCH_INTERVAL_S = 15.0
 
 
-def _dispatch_loop(stop: threading.Event) -> None:
-    # Jobs whose message never reached the broker (it was down) are sent again here.
-    while not stop.wait(DISPATCH_INTERVAL_S):
+def _maintenance_loop(stop: threading.Event) -> None:
+    # Jobs whose message never reached the broker (it was down) are sent again here, and jobs
+    # whose worker died are taken back. Every step is safe with several API processes.
+    settings = get_settings()
+    while not stop.wait(settings.sweep_interval_s):
         try:
             sent = dispatch_pending()
             if sent:
                 log.info("sent %d queued job(s) that had not reached the broker", sent)
+            sweep(settings)
+            with unit_of_work() as session:
+                purge_expired(session)
         except Exception:
-            log.exception("dispatching pending jobs failed; will retry")
+            log.exception("job maintenance failed; will retry")
 
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     stop = threading.Event()
-    thread = threading.Thread(target=_dispatch_loop, args=(stop,), name="dispatcher", daemon=True)
+    thread = threading.Thread(
+        target=_maintenance_loop, args=(stop,), name="maintenance", daemon=True
+    )
     thread.start()
     try:
         yield
@@ -52,5 +63,8 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(datasets_router.router)
+    datasets_router.register_openapi_schemas(app)
     app.include_router(jobs_router.router)
+    app.include_router(admin_router.router)
+    install_openapi_errors(app)
     return app

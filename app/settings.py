@@ -6,10 +6,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("./embedtune-data")
+
+# Absolute caps on job hyperparameters, the job schema's bounds. The EMBEDTUNE_MAX_* settings
+# and a team's own limits (app.limits) can only tighten them.
+EPOCHS_CAP = 100
+STEPS_CAP = 10_000_000
+BATCH_SIZE_CAP = 4096
+SEQ_LENGTH_CAP = 8192
 
 
 class Settings(BaseSettings):
@@ -31,12 +38,87 @@ class Settings(BaseSettings):
     model_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Directories whose sub-folders are usable base models."
     )
+    # Limits: every team's defaults; a team's own `limits` override them (app.limits).
     max_upload_bytes: int = Field(
-        1024 * 1024 * 1024, gt=0, description="Largest accepted dataset upload, in bytes."
+        1024 * 1024 * 1024,
+        gt=0,
+        description="Largest accepted dataset file, in bytes: 413 above it, checked against "
+        "Content-Length and counted while the upload streams in.",
+    )
+    max_dataset_rows: int = Field(
+        10_000_000,
+        ge=1,
+        description="Most data rows in one dataset (and triplets made from NLI pairs): 422 "
+        "dataset_too_large above it.",
+    )
+    max_active_jobs: int = Field(
+        10,
+        ge=1,
+        description="Most queued + running jobs of one team: POST /jobs answers 429 "
+        "too_many_active_jobs (with Retry-After) at the limit.",
+    )
+    max_epochs: int = Field(
+        EPOCHS_CAP, ge=1, le=EPOCHS_CAP, description="Largest hyperparameters.epochs of a job."
+    )
+    max_steps: int = Field(
+        STEPS_CAP, ge=1, le=STEPS_CAP, description="Largest hyperparameters.max_steps of a job."
+    )
+    max_batch_size: int = Field(
+        BATCH_SIZE_CAP,
+        ge=2,
+        le=BATCH_SIZE_CAP,
+        description="Largest hyperparameters.batch_size of a job.",
+    )
+    max_seq_length: int = Field(
+        SEQ_LENGTH_CAP,
+        ge=8,
+        le=SEQ_LENGTH_CAP,
+        description="Largest hyperparameters.max_seq_length of a job (a job that sets none "
+        "uses its base model's own).",
     )
     worker_concurrency: int = Field(1, ge=1, description="Jobs one worker host runs at once.")
     progress_interval_s: float = Field(
         1.0, gt=0, description="Least time between two progress writes of a running job."
+    )
+
+    lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a running job's lease lasts; its worker renews it every "
+        "lease_s / 3 seconds. A job whose worker died is taken back after at most "
+        "lease_s + sweep_interval_s.",
+    )
+    sweep_interval_s: float = Field(
+        15.0, gt=0, description="How often the API looks for expired leases and lost messages."
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="Attempts a job gets before a lost worker fails it (worker_lost)."
+    )
+    redispatch_after_s: float = Field(
+        600.0,
+        gt=0,
+        description="A queued job is sent to the broker again when it has waited this long "
+        "since its last send (a broker restarted without persistence loses messages).",
+    )
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="Checkpoint a running job every N steps (besides the timer)."
+    )
+    checkpoint_every_s: float = Field(
+        300.0, gt=0, description="Checkpoint a running job at least this often, in seconds."
+    )
+    max_time_limit_s: int = Field(
+        7 * 24 * 3600,
+        ge=1,
+        description="Largest per-job time limit (hyperparameter time_limit_s), and the "
+        "limit of a job that sets none.",
+    )
+    idempotency_ttl_s: int = Field(
+        24 * 3600, ge=3600, description="How long an Idempotency-Key's response is kept."
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the admin endpoints (/admin/...: teams and API keys). "
+        "Unset: the admin endpoints answer 403 admin_disabled; use `embedtune keys` instead.",
     )
 
     @field_validator("model_dirs", mode="before")

@@ -29,3 +29,8 @@ def job_dir(settings: Settings, job_id: str) -> Path:
 
 def model_archive_path(settings: Settings, job_id: str) -> Path:
     return job_dir(settings, job_id) / "model.tar.gz"
+
+
+def checkpoints_dir(settings: Settings, job_id: str) -> Path:
+    """A running job's checkpoints, one folder per attempt; removed when the job ends."""
+    return job_dir(settings, job_id) / "checkpoints"

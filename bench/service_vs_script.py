@@ -103,6 +103,7 @@ class Service:
             command, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT
         )
         self.client = httpx.Client(base_url=self.url, timeout=60)
+        self.data_dir = data_dir
 
     def wait_healthy(self, timeout: float) -> float:
         import httpx
@@ -113,6 +114,9 @@ class Service:
                 raise SystemExit(f"the service exited with {self.proc.returncode}; see the log")
             try:
                 if self.client.get("/health").status_code == 200:
+                    # The local mode's first start made a key and kept it in the data dir.
+                    key = (self.data_dir / "api-key").read_text().strip()
+                    self.client.headers["Authorization"] = f"Bearer {key}"
                     return time.perf_counter() - start
             except httpx.TransportError:
                 pass

@@ -17,7 +17,9 @@ import redis
 
 from tests.support.services import (
     Process,
+    auth_headers,
     base_env,
+    create_api_key,
     free_port,
     python_cli,
     wait_healthy,
@@ -120,6 +122,12 @@ class Stack:
         self.processes = processes
         self.data_dir = data_dir
         self.client = httpx.Client(base_url=base_url, timeout=60)
+        self.api_key: str | None = None
+
+    def authenticate(self, key: str) -> None:
+        """Send `key` with every request of `client` (the API needs one, except /health)."""
+        self.api_key = key
+        self.client.headers.update(auth_headers(key))
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.log_tail()}" for p in self.processes)
@@ -144,10 +152,12 @@ def pg_stack(
         env["HF_HOME"] = str(hf_home)
 
         subprocess.run(python_cli("migrate"), env=env, check=True, capture_output=True)
+        key = create_api_key(env, "tests")
         port = free_port()
         api = Process("api", python_cli("api", "--port", str(port)), env, data_dir)
         worker = Process("worker", python_cli("worker"), env, data_dir)
         stack = Stack(f"http://127.0.0.1:{port}", env, [api, worker], data_dir)
+        stack.authenticate(key)
         try:
             wait_healthy(stack.base_url, stack.processes)
             yield stack

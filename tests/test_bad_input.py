@@ -77,7 +77,9 @@ def test_upload_over_the_size_limit_is_413(pg_stack: Stack, tmp_path: Path) -> N
     api = Process("api-small-uploads", python_cli("api", "--port", str(port)), env, tmp_path)
     try:
         wait_for_response(f"http://127.0.0.1:{port}/health")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, headers=pg_stack.client.headers
+        ) as client:
             just_under = tmp_path / "under.jsonl"
             just_under.write_text(GOOD * (1000 // len(GOOD)))
             assert upload(client, just_under).status_code == 201

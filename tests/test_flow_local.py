@@ -45,6 +45,14 @@ def local_stack(tmp_path: Path, model_root: Path) -> Iterator[Stack]:
     stack = Stack(f"http://127.0.0.1:{port}", env, [proc], data_dir)
     try:
         wait_healthy(stack.base_url, stack.processes, timeout=300)
+        # The first start made a team and a key, printed it, and kept it in a 0600 file.
+        key_file = data_dir / "api-key"
+        key = key_file.read_text().strip()
+        assert key.startswith("et_")
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        assert f"export EMBEDTUNE_API_KEY={key}" in proc.log_tail(100_000)
+        assert 'curl -s -H "Authorization: Bearer $EMBEDTUNE_API_KEY"' in proc.log_tail(100_000)
+        stack.authenticate(key)
         yield stack
     finally:
         stack.client.close()
@@ -118,7 +126,13 @@ def test_local_mode_survives_a_restart(local_stack: Stack, triplet_files: dict[s
         wait_healthy(f"http://127.0.0.1:{port}", [again], timeout=300)
         import httpx
 
-        r = httpx.get(f"http://127.0.0.1:{port}/datasets/{dataset['id']}")
+        r = httpx.get(
+            f"http://127.0.0.1:{port}/datasets/{dataset['id']}", headers=local_stack.client.headers
+        )
         assert r.status_code == 200 and r.json() == dataset
+        # The key survives the restart, and no new key is printed.
+        assert (local_stack.data_dir / "api-key").read_text().strip() == local_stack.api_key
+        assert "export EMBEDTUNE_API_KEY=et_" not in again.log_tail(100_000)
+        assert f"in {local_stack.data_dir / 'api-key'}" in again.log_tail(100_000)
     finally:
         again.stop()

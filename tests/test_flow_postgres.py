@@ -62,6 +62,7 @@ def test_upload_train_poll_download_and_recompute(
         "precision": "auto",
         "max_steps": None,
         "eval_steps": None,
+        "time_limit_s": None,
     }
     early = client.get(f"/jobs/{job['id']}/model")
     assert early.status_code == 409 and early.json()["error"]["code"] == "model_not_ready"

@@ -229,7 +229,9 @@ def test_concurrent_duplicate_jobs_create_one(pg_stack: Stack, train_id: str) ->
     before = _received(pg_stack)
 
     def send() -> httpx.Response:
-        with httpx.Client(base_url=pg_stack.base_url, timeout=60) as client:
+        with httpx.Client(
+            base_url=pg_stack.base_url, timeout=60, headers=pg_stack.client.headers
+        ) as client:
             return client.post("/jobs", json=body, headers={HEADER: key})
 
     responses = _at_once(8, send)
@@ -252,7 +254,9 @@ def test_concurrent_duplicate_uploads_store_one(
     stored = _stored_datasets(pg_stack)
 
     def send() -> httpx.Response:
-        with httpx.Client(base_url=pg_stack.base_url, timeout=60) as client:
+        with httpx.Client(
+            base_url=pg_stack.base_url, timeout=60, headers=pg_stack.client.headers
+        ) as client:
             return _upload(client, triplet_files["test"], name, key)
 
     responses = _at_once(6, send)

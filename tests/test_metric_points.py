@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app import migrations
+from app.auth.models import Team
 from app.db.session import make_engine
 from app.jobs.models import Job, JobMetricPoint
 from worker.metrics import MetricPointWriter
@@ -31,9 +32,11 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     migrations.upgrade(url)
     engine = make_engine(url, pooled=False)
     with Session(engine) as session:
+        session.add(Team(id="team_t", name="t"))
         session.add(
             Job(
                 id=JOB,
+                team_id="team_t",
                 status="running",
                 base_model="m",
                 train_dataset="ds_x",

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect
 
+from app.auth import models as _auth  # noqa: F401
 from app.datasets import models as _datasets  # noqa: F401
 from app.db.base import Base
+from app.idempotency import models as _idempotency  # noqa: F401
 from app.jobs import models as _jobs  # noqa: F401
 from tests.support.services import base_env, python_cli
 

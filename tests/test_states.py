@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import migrations
+from app.auth.models import Team
 from app.db.session import make_engine
-from app.jobs.models import Job
+from app.jobs.models import Job, JobEvent
 from app.jobs.states import ALLOWED_TRANSITIONS, TERMINAL, JobStatus, transition
 
 
@@ -19,6 +21,8 @@ def session(tmp_path: Path):
     migrations.upgrade(url)
     engine = make_engine(url)
     with Session(engine) as s:
+        s.add(Team(id="team_t", name="t"))
+        s.commit()
         yield s
     engine.dispose()
 
@@ -26,6 +30,7 @@ def session(tmp_path: Path):
 def _job(session: Session, status: JobStatus = JobStatus.QUEUED) -> str:
     job = Job(
         id=f"job_{status.value}",
+        team_id="team_t",
         status=status.value,
         base_model="m",
         train_dataset="ds_x",
@@ -72,3 +77,22 @@ def test_queued_cannot_skip_to_succeeded(session: Session) -> None:
     session.expire_all()
     job = session.get(Job, job_id)
     assert job is not None and job.status == "failed" and job.error_code == "x"
+
+
+def test_each_move_records_one_event_with_the_attempt(session: Session) -> None:
+    job_id = _job(session)
+    assert transition(session, job_id, JobStatus.RUNNING, attempt=Job.attempt + 1)
+    assert not transition(session, job_id, JobStatus.RUNNING, expected=JobStatus.QUEUED)
+    # Fenced by attempt: attempt 2 does not hold the job, so it cannot finish it.
+    assert not transition(session, job_id, JobStatus.SUCCEEDED, where=[Job.attempt == 2])
+    assert transition(
+        session, job_id, JobStatus.QUEUED, event_data={"reason": "handed_back"}, attempt=1
+    )
+    session.commit()
+    events = session.scalars(
+        select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+    )
+    assert [(e.type, e.attempt, e.data) for e in events] == [
+        ("started", 1, {}),
+        ("retried", 1, {"reason": "handed_back"}),
+    ]

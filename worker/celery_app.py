@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import socket
+import threading
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from sqlalchemy import update
 
-from app.db.session import get_engine, get_sessionmaker
+from app.db.base import utcnow
+from app.db.session import get_engine, get_sessionmaker, unit_of_work
+from app.jobs.models import Job
+from app.jobs.states import JobStatus
 from app.queue import get_celery
+
+log = logging.getLogger(__name__)
 
 celery_app = get_celery()
 celery_app.conf.include = ["worker.tasks"]
@@ -18,6 +29,47 @@ def _fresh_db_pool(**_: Any) -> None:
     # A forked child must not reuse the parent's database connections.
     get_sessionmaker.cache_clear()
     get_engine.cache_clear()
+    signal.signal(signal.SIGTERM, _hand_back_on_sigterm)
+
+
+def _hand_back_on_sigterm(signum: int, frame: Any) -> None:
+    # A pool process told to stop (systemd, a killed process group): the running job
+    # checkpoints at its next step and goes back to the queue. With no job, stop as usual.
+    from worker import runner
+
+    attempt = runner.current_attempt
+    if attempt is not None:
+        attempt.request_handback()
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def worker_name(node: str) -> str:
+    """How jobs record the worker running them: host and Celery node name."""
+    return f"{socket.gethostname()}:{node}"
+
+
+@worker_shutting_down.connect
+def _request_handbacks(sender: str, **_: Any) -> None:
+    # The main process got SIGTERM (a deploy, `docker stop`): a warm shutdown waits for the
+    # running jobs, so ask them, through their rows, to checkpoint and hand themselves back.
+    # Runs in a signal handler: the database work goes to a thread.
+    def request() -> None:
+        try:
+            with unit_of_work() as session:
+                session.execute(
+                    update(Job)
+                    .where(
+                        Job.status == JobStatus.RUNNING.value,
+                        Job.worker == worker_name(sender)[:200],
+                    )
+                    .values(handback_requested_at=utcnow())
+                )
+        except Exception:
+            log.exception("could not ask the running jobs to hand themselves back")
+
+    threading.Thread(target=request, name="handback", daemon=False).start()
 
 
 @worker_ready.connect

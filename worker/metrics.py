@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from app.db.base import utcnow
 from app.db.session import unit_of_work
+from app.jobs.events import EventType, record_event
 from app.jobs.models import JobMetricPoint
 from worker.training.spec import MetricPoint
 
@@ -38,10 +39,19 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-def insert_points(session: Session, job_id: str, points: list[MetricPoint]) -> None:
-    """Insert `points`, skipping any (job_id, kind, step) already stored."""
+def insert_points(
+    session: Session, job_id: str, points: list[MetricPoint], attempt: int | None = None
+) -> None:
+    """Insert `points`, skipping any (job_id, kind, step) already stored; each eval point is
+    also an `evaluated` event on the job's timeline."""
     if not points:
         return
+    for p in points:
+        if p.kind == "eval":
+            values = {k: _json_number(v) for k, v in p.values.items()}
+            record_event(
+                session, job_id, EventType.EVALUATED, attempt=attempt, step=p.step, metrics=values
+            )
     rows = [
         {
             "job_id": job_id,
@@ -84,8 +94,10 @@ class MetricPointWriter:
         interval_s: float,
         session_scope: Callable[[], AbstractContextManager[Session]] = unit_of_work,
         clock: Callable[[], float] = time.monotonic,
+        attempt: int | None = None,
     ) -> None:
         self.job_id = job_id
+        self.attempt = attempt
         self.interval_s = interval_s
         self._session_scope = session_scope
         self._clock = clock
@@ -114,7 +126,7 @@ class MetricPointWriter:
         points = list(self._buffer)
         try:
             with self._session_scope() as session:
-                insert_points(session, self.job_id, points)
+                insert_points(session, self.job_id, points, self.attempt)
         except Exception:
             # Losing (or delaying) metric points must not stop a training run.
             self.failed_writes += 1

@@ -1,7 +1,9 @@
 """Run one job: claim the row, build the spec, run the pipeline, store the model, finish.
 
-Every path out of `execute_job` leaves the job in a terminal status (or untouched, when
-another delivery already claimed it).
+Every path out of `execute_job` leaves the job in a terminal status, queued again (handed back
+by a worker that is shutting down), or untouched (another delivery already claimed it, or this
+attempt lost its lease). Every write that ends an attempt is fenced by the attempt number, so an
+attempt that lost its lease can never overwrite the outcome of the attempt that replaced it.
 """
 
 from __future__ import annotations
@@ -11,20 +13,27 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
 from app.db.base import utcnow
 from app.db.session import unit_of_work
+from app.jobs.dispatch import dispatch
 from app.jobs.models import Job
 from app.jobs.states import JobStatus, transition
 from app.settings import Settings, get_settings
-from app.storage import job_dir, model_archive_path
+from app.storage import checkpoints_dir, job_dir, model_archive_path
+from worker.attempt import Attempt, injected_oom_step
 from worker.metrics import MetricPointWriter
 from worker.progress import ThrottledProgressWriter
 from worker.specs import build_spec
-from worker.training.errors import TrainingError
+from worker.training.checkpoints import checkpoint_step, latest_complete
+from worker.training.errors import TrainingError, TrainingStopped
+from worker.training.spec import CheckpointPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,59 +54,177 @@ def _retrying(write: Callable[[], T], what: str, attempts: int = 6) -> T:
     raise AssertionError("unreachable")
 
 
-def _claim(job_id: str, worker_name: str) -> bool:
+# The attempt running in this process, for the SIGTERM handler (worker.celery_app).
+current_attempt: Attempt | None = None
+
+
+def _claim(job_id: str, worker_name: str, settings: Settings) -> int | None:
+    """Move the job from queued to running under a new attempt and lease; its attempt number,
+    or None when it is not queued (another delivery has it, or it finished or was cancelled)."""
+    resume = latest_complete(checkpoints_dir(settings, job_id))
     with unit_of_work() as session:
-        return transition(
+        claimed = transition(
             session,
             job_id,
             JobStatus.RUNNING,
             expected=JobStatus.QUEUED,
-            started_at=utcnow(),
+            started_at=func.coalesce(Job.started_at, utcnow()),
             attempt=Job.attempt + 1,
             worker=worker_name[:200],
-            progress=None,
+            lease_expires_at=utcnow() + timedelta(seconds=settings.lease_s),
+            handback_requested_at=None,
+            event_data={
+                "worker": worker_name[:200],
+                "resumed_from_step": checkpoint_step(resume) if resume else None,
+            },
         )
+        if not claimed:
+            return None
+        return int(session.scalar(select(Job.attempt).where(Job.id == job_id)) or 0)
 
 
-def _fail(job_id: str, code: str, message: str) -> None:
+def _finish(job_id: str, attempt: int, target: JobStatus, what: str, **fields: Any) -> bool:
+    """Move the job out of running, only while this attempt holds it (retried through database
+    outages)."""
+
     def write() -> bool:
         with unit_of_work() as session:
             return transition(
                 session,
                 job_id,
-                JobStatus.FAILED,
-                finished_at=utcnow(),
-                error_code=code,
-                error_message=message[:2000],
+                target,
+                expected=JobStatus.RUNNING,
+                where=[Job.attempt == attempt],
+                lease_expires_at=None,
+                **fields,
             )
 
-    _retrying(write, f"fail job {job_id}")
+    return _retrying(write, f"{what} job {job_id}")
+
+
+def _fail(job_id: str, attempt: int, code: str, message: str) -> None:
+    _finish(
+        job_id,
+        attempt,
+        JobStatus.FAILED,
+        "fail",
+        finished_at=utcnow(),
+        error_code=code,
+        error_message=message[:2000],
+        event_data={"code": code},
+    )
+
+
+def _time_limit(settings: Settings, hyperparameters: dict[str, Any]) -> float:
+    given = hyperparameters.get("time_limit_s")
+    return float(min(given, settings.max_time_limit_s) if given else settings.max_time_limit_s)
 
 
 def execute_job(job_id: str, worker_name: str, settings: Settings | None = None) -> None:
+    global current_attempt
     settings = settings or get_settings()
-    if not _retrying(lambda: _claim(job_id, worker_name), f"claim job {job_id}"):
+    attempt = _retrying(lambda: _claim(job_id, worker_name, settings), f"claim job {job_id}")
+    if attempt is None:
         log.info("job %s is not queued (already claimed or finished); nothing to do", job_id)
         return
-    log.info("job %s claimed by %s", job_id, worker_name)
+    log.info("job %s attempt %d claimed by %s", job_id, attempt, worker_name)
+    with unit_of_work() as session:
+        row = session.execute(select(Job.hyperparameters, Job.name).where(Job.id == job_id)).one()
     work_dir = job_dir(settings, job_id) / "work"
-    try:
-        _run_claimed(job_id, settings, work_dir)
-    except TrainingError as exc:
-        log.warning("job %s failed: %s: %s", job_id, exc.code, exc.message)
-        _fail(job_id, exc.code, exc.message)
-    except Exception as exc:
-        log.exception("job %s failed with an unexpected error", job_id)
+    keep_checkpoints = False
+    with Attempt(
+        job_id,
+        attempt,
+        lease_s=settings.lease_s,
+        time_limit_s=_time_limit(settings, dict(row.hyperparameters or {})),
+        oom_at_step=injected_oom_step(row.name),
+    ) as control:
+        current_attempt = control
+        try:
+            _run_claimed(job_id, attempt, settings, work_dir, control)
+        except TrainingStopped as stop:
+            keep_checkpoints = _stopped(job_id, attempt, settings, control, stop, worker_name)
+        except TrainingError as exc:
+            log.warning("job %s failed: %s: %s", job_id, exc.code, exc.message)
+            _fail(job_id, attempt, exc.code, exc.message)
+        except Exception as exc:
+            log.exception("job %s failed with an unexpected error", job_id)
+            _fail(
+                job_id,
+                attempt,
+                "internal_error",
+                f"{type(exc).__name__}: {str(exc)[:500]} (the worker log has the traceback)",
+            )
+        finally:
+            current_attempt = None
+            shutil.rmtree(work_dir, ignore_errors=True)
+            if not keep_checkpoints:
+                shutil.rmtree(checkpoints_dir(settings, job_id), ignore_errors=True)
+
+
+def _stopped(
+    job_id: str,
+    attempt: int,
+    settings: Settings,
+    control: Attempt,
+    stop: TrainingStopped,
+    worker_name: str,
+) -> bool:
+    """Record why the run stopped early. Returns whether the checkpoints are to be kept."""
+    log.info("job %s stopped at step %d: %s", job_id, stop.step, stop.reason)
+    if stop.reason == "cancelled":
+        _finish(
+            job_id,
+            attempt,
+            JobStatus.CANCELLED,
+            "cancel",
+            finished_at=utcnow(),
+            event_data={"reason": "cancel requested", "step": stop.step},
+        )
+        return False
+    if stop.reason == "timeout":
         _fail(
             job_id,
-            "internal_error",
-            f"{type(exc).__name__}: {str(exc)[:500]} (the worker log has the traceback)",
+            attempt,
+            "timeout",
+            f"The job ran {control.running_s:.0f} s, past its time limit of "
+            f"{control.time_limit_s:.0f} s, and was stopped at step {stop.step}. Raise "
+            f"hyperparameters.time_limit_s (at most {settings.max_time_limit_s} s on this "
+            "server) or train for fewer steps (epochs, max_steps).",
         )
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        return False
+    if stop.reason == "handed_back":
+        handed_back = _finish(
+            job_id,
+            attempt,
+            JobStatus.QUEUED,
+            "hand back",
+            dispatched_at=None,
+            handback_requested_at=None,
+            event_data={"reason": "handed_back", "worker": worker_name, "step": stop.step},
+        )
+        if handed_back:
+            dispatch(job_id)
+        return True
+    # lease_lost: the job is no longer this attempt's; the one that holds it owns its files.
+    return True
 
 
-def _run_claimed(job_id: str, settings: Settings, work_dir: Any) -> None:
+def _checkpoint_policy(settings: Settings, job_id: str, attempt: int) -> CheckpointPolicy:
+    root = checkpoints_dir(settings, job_id)
+    return CheckpointPolicy(
+        # Each attempt writes its own folder: an attempt that lost its lease but has not noticed
+        # yet cannot overwrite the checkpoints of the attempt that replaced it.
+        dir=root / f"attempt-{attempt}",
+        every_s=settings.checkpoint_every_s,
+        every_steps=settings.checkpoint_every_steps,
+        resume_from=latest_complete(root),
+    )
+
+
+def _run_claimed(
+    job_id: str, attempt: int, settings: Settings, work_dir: Path, control: Attempt
+) -> None:
     # Imported here: loading torch is the slow part of a job, not of the worker's start.
     from worker.training.archive import make_archive
     from worker.training.pipeline import run
@@ -107,13 +234,20 @@ def _run_claimed(job_id: str, settings: Settings, work_dir: Any) -> None:
     with unit_of_work() as session:
         job = session.get(Job, job_id)
         assert job is not None
-        spec = build_spec(session, settings, job, work_dir, work_dir / "model")
+        spec = build_spec(
+            session,
+            settings,
+            job,
+            work_dir,
+            work_dir / "model",
+            checkpoints=_checkpoint_policy(settings, job_id, attempt),
+        )
         hyperparameters = dict(job.hyperparameters)
 
     writer = ThrottledProgressWriter(job_id, settings.progress_interval_s)
-    points = MetricPointWriter(job_id, settings.progress_interval_s)
+    points = MetricPointWriter(job_id, settings.progress_interval_s, attempt=attempt)
     try:
-        result = run(spec, writer, record=points)
+        result = run(spec, writer, record=points, control=control)
     finally:
         # What was recorded until the end (or the failure) is kept; a failed write is logged.
         points.flush()
@@ -133,23 +267,23 @@ def _run_claimed(job_id: str, settings: Settings, work_dir: Any) -> None:
     metrics = dict(result.metrics, evaluated_on=result.evaluated_on) if result.metrics else None
     holdout = asdict(result.holdout) if result.holdout is not None else None
 
-    def write() -> bool:
-        with unit_of_work() as session:
-            return transition(
-                session,
-                job_id,
-                JobStatus.SUCCEEDED,
-                expected=JobStatus.RUNNING,
-                finished_at=utcnow(),
-                metrics=metrics,
-                holdout=holdout,
-                progress=progress,
-                hyperparameters=hyperparameters,
-                model_size_bytes=archive.size_bytes,
-                model_sha256=archive.sha256,
-            )
-
-    if not _retrying(write, f"finish job {job_id}"):
+    succeeded = _finish(
+        job_id,
+        attempt,
+        JobStatus.SUCCEEDED,
+        "finish",
+        finished_at=utcnow(),
+        metrics=metrics,
+        holdout=holdout,
+        progress=progress,
+        hyperparameters=hyperparameters,
+        hub_revisions={f"{role}_dataset": sha for role, sha in result.hub_revisions.items()}
+        or None,
+        model_size_bytes=archive.size_bytes,
+        model_sha256=archive.sha256,
+        event_data={"sha256": archive.sha256, "total_steps": result.total_steps},
+    )
+    if not succeeded:
         log.warning("job %s left running before it finished; its model was not recorded", job_id)
     else:
         log.info("job %s succeeded: %s", job_id, result.metrics)

@@ -15,6 +15,7 @@ from app.storage import resolve_key
 from worker.training.errors import DatasetUnavailable
 from worker.training.spec import (
     STS_COLUMNS,
+    CheckpointPolicy,
     DataSource,
     HubData,
     Hyperparameters,
@@ -56,7 +57,12 @@ def _source(
 
 
 def build_spec(
-    session: Session, settings: Settings, job: Job, work_dir: Path, output_dir: Path
+    session: Session,
+    settings: Settings,
+    job: Job,
+    work_dir: Path,
+    output_dir: Path,
+    checkpoints: CheckpointPolicy | None = None,
 ) -> TrainingSpec:
     train = _source(session, settings, "train_dataset", job.train_dataset)
     assert train is not None  # required by the API schema
@@ -71,4 +77,5 @@ def build_spec(
         output_dir=output_dir,
         work_dir=work_dir,
         model_dirs=tuple(settings.model_dirs),
+        checkpoints=checkpoints,
     )

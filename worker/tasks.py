@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-
 from app.queue import RUN_JOB_TASK
-from worker.celery_app import celery_app
+from worker.celery_app import celery_app, worker_name
 
 
 @celery_app.task(name=RUN_JOB_TASK, ignore_result=True)
@@ -13,4 +11,4 @@ def run_job(job_id: str) -> None:
     """Run job `job_id` if it is still queued; safe to deliver twice."""
     from worker.runner import execute_job  # imported here so the parent process stays light
 
-    execute_job(job_id, worker_name=f"{socket.gethostname()}:{run_job.request.hostname}")
+    execute_job(job_id, worker_name=worker_name(run_job.request.hostname or "worker"))

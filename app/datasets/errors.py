@@ -19,6 +19,7 @@ class DatasetFormatError(Exception):
     the upload form field at fault: ``file``, or ``column_mapping``.
     """
 
+    code = "dataset_invalid"  # the error code of the 422 it becomes
     message: str
     details: dict[str, object]
     field: str
@@ -33,6 +34,12 @@ class DatasetFormatError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class DatasetTooLarge(DatasetFormatError):
+    """More rows than the team's ``max_dataset_rows``; found while reading, before the rest."""
+
+    code = "dataset_too_large"
 
 
 def where(line: int | None = None, row: int | None = None) -> str:

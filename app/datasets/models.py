@@ -3,9 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.auth import models as _auth  # noqa: F401  (teams: the table team_id refers to)
 from app.db.base import Base, JSONType, UTCDateTime, utcnow
 
 
@@ -13,8 +14,11 @@ class Dataset(Base):
     """An uploaded, validated training-data file. The file itself lives in the data dir."""
 
     __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_team_id_created_at", "team_id", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # The owning team: only its keys see the dataset.
+    team_id: Mapped[str] = mapped_column(String(40), ForeignKey("teams.id"))
     name: Mapped[str] = mapped_column(String(200))
     format: Mapped[str] = mapped_column(String(16))
     kind: Mapped[str] = mapped_column(String(16))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from app.datasets.checks import check_column_types, row_checker
-from app.datasets.errors import DatasetFormatError
+from app.datasets.errors import DatasetFormatError, DatasetTooLarge, location, prefixed, where
 from app.datasets.formats import FORMATS, DatasetFormat, detect_format
 from app.datasets.nli import TRIPLET_KEYS, NliTriplets
 from app.datasets.readers import NO_ROWS, open_reader
@@ -60,14 +60,17 @@ def describe_dataset(
     column_mapping: Mapping[str, str] | None = None,
     *,
     converted_path: Path | None = None,
+    max_rows: int | None = None,
 ) -> DatasetDescription:
     """Validate the whole file at ``path`` as ``format`` and describe it.
 
     ``column_mapping`` maps roles to the file's column names. NLI data (premise, hypothesis,
     label) is converted to triplets written as JSON Lines to ``converted_path``, which must be
     given for it. Raises :class:`DatasetFormatError` at the first problem found (its ``field``
-    says whether the file or the mapping is at fault). ``OSError`` from opening a missing or
-    unreadable path is not a user error and propagates unchanged.
+    says whether the file or the mapping is at fault), :class:`DatasetTooLarge` as soon as the
+    file has more than ``max_rows`` rows (NLI: also when it would make more triplets).
+    ``OSError`` from opening a missing or unreadable path is not a user error and propagates
+    unchanged.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown dataset format {format!r}")
@@ -81,6 +84,8 @@ def describe_dataset(
         triplets = NliTriplets() if layout.shape == "nli" else None
         rows = 0
         for line, row, values in reader.rows(layout.sources):
+            if max_rows is not None and row > max_rows:
+                raise _too_large(max_rows, line, row)
             checked = check_row(line, row, values)
             if triplets is not None:
                 triplets.add(*checked)
@@ -96,6 +101,8 @@ def describe_dataset(
             rows=rows,
         )
     assert converted_path is not None
+    if max_rows is not None and triplets.report()["triplets"] > max_rows:
+        raise _too_large(max_rows)
     conversion = triplets.write(converted_path)
     return DatasetDescription(
         format=format,
@@ -108,6 +115,12 @@ def describe_dataset(
     )
 
 
+def _too_large(max_rows: int, line: int | None = None, row: int | None = None) -> DatasetTooLarge:
+    what = "the dataset has" if row is not None else "the NLI pairs make triplets (rows):"
+    message = prefixed(where(line, row), f"{what} more than the limit of {max_rows} rows")
+    return DatasetTooLarge(message, {**location(line, row), "max_rows": max_rows})
+
+
 __all__ = [
     "PAIR_COLUMNS",
     "STS_COLUMNS",
@@ -116,6 +129,7 @@ __all__ = [
     "DatasetFormat",
     "DatasetFormatError",
     "DatasetKind",
+    "DatasetTooLarge",
     "describe_dataset",
     "detect_format",
 ]

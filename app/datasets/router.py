@@ -1,59 +1,102 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
+from fastapi import APIRouter, FastAPI, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from app.datasets import service
-from app.datasets.schemas import DatasetList, DatasetRead
+from app.auth.deps import UNAUTHORIZED_RESPONSE, TeamDep
+from app.datasets import service, upload
+from app.datasets.schemas import DatasetList, DatasetRead, DatasetUploadForm, upload_form_schema
 from app.deps import SessionDep, SettingsDep
-from app.errors import PayloadTooLarge
 from app.idempotency import service as idempotency
-from app.storage import resolve_key
+from app.limits import Limits, LimitsDep
+from app.settings import Settings
+from app.storage import resolve_key, upload_tmp_dir
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+UPLOAD_FORM_SCHEMA = "DatasetUploadForm"
+UPLOAD_FORM_REF = f"#/components/schemas/{UPLOAD_FORM_SCHEMA}"
+
+router = APIRouter(prefix="/datasets", tags=["datasets"], responses=UNAUTHORIZED_RESPONSE)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetRead)
-def upload_dataset(
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetRead,
+    responses={
+        413: {
+            "description": "The file is larger than the team's upload limit "
+            "(payload_too_large); nothing is kept"
+        },
+    },
+    # The body is read as it streams in (app.datasets.upload), so it is documented here.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": {"$ref": UPLOAD_FORM_REF}}},
+        }
+    },
+)
+async def upload_dataset(
     request: Request,
+    team: TeamDep,
     session: SessionDep,
     settings: SettingsDep,
-    file: Annotated[UploadFile, File(description="JSONL, CSV or Parquet with text columns.")],
-    name: Annotated[str | None, Form(max_length=200)] = None,
-    column_mapping: Annotated[
-        str | None,
-        Form(
-            description='JSON object role -> your column name, e.g. {"anchor": "query", '
-            '"positive": "passage", "negative": "hard_negative"}. Roles: anchor, positive, '
-            "negative, negative_1..negative_N, sentence1, sentence2, score, premise, "
-            "hypothesis, label. Unmapped columns keep their own names."
-        ),
-    ] = None,
+    limits: LimitsDep,
     idempotency_key: idempotency.IdempotencyKeyDep = None,
 ) -> DatasetRead | Response:
     """Upload training data: triplets (anchor, positive, negative[, negative_2, ...]), pairs
     (anchor, positive), STS (sentence1, sentence2, score) or NLI pairs (premise, hypothesis,
     label; stored converted to triplets). With an `Idempotency-Key`, a retry with the same file
-    and fields returns the first response and stores nothing."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
-        raise PayloadTooLarge(
-            f"the upload is larger than the limit of {settings.max_upload_bytes} bytes "
-            "(setting EMBEDTUNE_MAX_UPLOAD_BYTES)",
-            {"limit_bytes": settings.max_upload_bytes},
-        )
+    and fields returns the first response and stores nothing.
+
+    A file over the team's upload limit is refused with 413 as soon as it passes the limit
+    (by Content-Length, else while it streams); one with more rows than the team's row limit
+    with 422 dataset_too_large."""
+    received = await upload.receive_upload(request, upload_tmp_dir(settings), limits)
+    try:
+        form = DatasetUploadForm.model_validate(received.fields)
+    except ValidationError as exc:
+        received.path.unlink(missing_ok=True)
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from exc
+    return await run_in_threadpool(
+        _store, session, settings, limits, team.id, received, form, idempotency_key
+    )
+
+
+def _store(
+    session: Session,
+    settings: Settings,
+    limits: Limits,
+    team_id: str,
+    received: upload.ReceivedUpload,
+    form: DatasetUploadForm,
+    idempotency_key: str | None,
+) -> DatasetRead | Response:
+    """Validate and keep a received upload (its temporary file is moved or removed)."""
+    name, column_mapping = form.name, form.column_mapping
     dataset = service.store_upload(
-        session, settings, file.file, file.filename, name, column_mapping
+        session,
+        settings,
+        received,
+        name,
+        column_mapping,
+        team_id=team_id,
+        max_rows=limits.max_dataset_rows,
     )
     read = service.to_read(dataset)
     # The upload is hashed while it is stored, so the key is checked only now; a replay
     # removes what this retry stored and rolls its row back.
-    body = {"file_sha256": dataset.sha256, "filename": file.filename}
+    body = {"file_sha256": dataset.sha256, "filename": received.filename}
     body |= {"name": name, "column_mapping": column_mapping}
-    idem = idempotency.request_for("POST /datasets", idempotency_key, body)
+    idem = idempotency.request_for("POST /datasets", idempotency_key, body, team_id=team_id)
     if idem:
         path = resolve_key(settings, dataset.storage_key)
         try:
@@ -75,6 +118,21 @@ def upload_dataset(
     return read
 
 
+def register_openapi_schemas(app: FastAPI) -> None:
+    """Add the upload form's schema (UPLOAD_FORM_REF) to the app's OpenAPI components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        schema = build()
+        if fresh:
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas[UPLOAD_FORM_SCHEMA] = upload_form_schema()
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _discard_upload(session: Session, path: Path) -> None:
     """Forget an upload that will not be kept: its row (rolled back) and its stored file."""
     session.rollback()
@@ -82,10 +140,14 @@ def _discard_upload(session: Session, path: Path) -> None:
 
 
 @router.get("", response_model=DatasetList)
-def list_datasets(session: SessionDep) -> DatasetList:
-    return DatasetList(data=[service.to_read(d) for d in service.list_datasets(session)])
+def list_datasets(team: TeamDep, session: SessionDep) -> DatasetList:
+    """The caller's team's datasets, newest first."""
+    datasets = service.list_datasets(session, team_id=team.id)
+    return DatasetList(data=[service.to_read(d) for d in datasets])
 
 
-@router.get("/{dataset_id}", response_model=DatasetRead)
-def get_dataset(dataset_id: str, session: SessionDep) -> DatasetRead:
-    return service.to_read(service.get_dataset(session, dataset_id))
+@router.get(
+    "/{dataset_id}", response_model=DatasetRead, responses={404: {"description": "Unknown dataset"}}
+)
+def get_dataset(dataset_id: str, team: TeamDep, session: SessionDep) -> DatasetRead:
+    return service.to_read(service.get_dataset(session, dataset_id, team_id=team.id))

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -211,3 +211,43 @@ class DatasetRead(BaseModel):
 
 class DatasetList(BaseModel):
     data: list[DatasetRead]
+
+
+class DatasetUploadForm(BaseModel):
+    """The form fields of POST /datasets besides `file` (read from the streamed body, so
+    validated here rather than by FastAPI). :func:`upload_form_schema` documents all three."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str | None = Field(
+        None,
+        max_length=200,
+        description="A name for the dataset. Default: the file name.",
+        examples=["support-tickets"],
+    )
+    column_mapping: str | None = Field(
+        None,
+        description='JSON object role -> your column name, e.g. {"anchor": "query", '
+        '"positive": "passage", "negative": "hard_negative"}. Roles: anchor, positive, '
+        "negative, negative_1..negative_N, sentence1, sentence2, score, premise, "
+        "hypothesis, label. Unmapped columns keep their own names.",
+    )
+
+
+def upload_form_schema() -> dict[str, Any]:
+    """The OpenAPI schema of the POST /datasets multipart body: `file` and the form fields."""
+    schema = DatasetUploadForm.model_json_schema()
+    schema["properties"] = {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "contentMediaType": "application/octet-stream",
+            "title": "File",
+            "description": "JSONL, CSV or Parquet with text columns. At most "
+            "EMBEDTUNE_MAX_UPLOAD_BYTES (or your team's limit): 413 above it.",
+        },
+        **schema["properties"],
+    }
+    schema["required"] = ["file"]
+    schema["description"] = "The multipart/form-data body of POST /datasets."
+    return schema

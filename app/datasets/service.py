@@ -2,75 +2,57 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-from pathlib import Path
-from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.datasets.errors import DatasetTooLarge
 from app.datasets.models import Dataset
 from app.datasets.parsing import DatasetFormatError, describe_dataset, detect_format
 from app.datasets.preflight import preflight_report
 from app.datasets.roles import count_negatives, parse_column_mapping
 from app.datasets.schemas import DatasetRead
-from app.errors import NotFound, PayloadTooLarge, ValidationFailed
+from app.datasets.upload import ReceivedUpload
+from app.errors import NotFound, ValidationFailed
 from app.ids import new_id
+from app.limits import limit_source
 from app.settings import Settings
-from app.storage import dataset_key, resolve_key, upload_tmp_dir
-
-CHUNK = 1024 * 1024
-
-
-def _copy_limited(src: BinaryIO, dest: BinaryIO, limit: int) -> tuple[int, str]:
-    """Copy in chunks, hashing; raise PayloadTooLarge as soon as `limit` is passed."""
-    digest = hashlib.sha256()
-    size = 0
-    while chunk := src.read(CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(
-                f"the upload is larger than the limit of {limit} bytes "
-                "(setting EMBEDTUNE_MAX_UPLOAD_BYTES)",
-                {"limit_bytes": limit},
-            )
-        digest.update(chunk)
-        dest.write(chunk)
-    return size, digest.hexdigest()
+from app.storage import dataset_key, resolve_key
 
 
 def _invalid(exc: DatasetFormatError) -> ValidationFailed:
-    return ValidationFailed(
-        f"{exc.field}: {exc.message}", {"field": exc.field, **exc.details}, code="dataset_invalid"
-    )
+    message = f"{exc.field}: {exc.message}"
+    if isinstance(exc, DatasetTooLarge):
+        message += f" ({limit_source('max_dataset_rows')}); split it or ask for a higher limit"
+    return ValidationFailed(message, {"field": exc.field, **exc.details}, code=exc.code)
 
 
 def store_upload(
     session: Session,
     settings: Settings,
-    src: BinaryIO,
-    filename: str | None,
+    received: ReceivedUpload,
     name: str | None,
     column_mapping: str | None = None,
+    *,
+    team_id: str,
+    max_rows: int | None = None,
 ) -> Dataset:
-    """Validate an uploaded file and keep it. Raises 413 over the limit, 422 naming the row.
+    """Validate a received upload (its file already in the uploads folder, within the size
+    limit) and keep it for team `team_id`. Raises 422 naming the row, 422 dataset_too_large
+    past ``max_rows`` rows. The received file is moved into place or removed, whatever happens.
 
     ``column_mapping`` is the form field's JSON text (role -> the file's column name). NLI
     pairs are stored converted to triplets (JSON Lines); otherwise the uploaded bytes are kept.
     """
-    try:
-        mapping = parse_column_mapping(column_mapping)
-    except DatasetFormatError as exc:
-        raise _invalid(exc) from exc
-    tmp_dir = upload_tmp_dir(settings)
-    fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, suffix=".part")
-    tmp = Path(tmp_name)
+    tmp, filename = received.path, received.filename
+    size, sha256 = received.size, received.sha256
     converted = tmp.with_name(tmp.name + ".converted")
     try:
-        with os.fdopen(fd, "wb") as out:
-            size, sha256 = _copy_limited(src, out, settings.max_upload_bytes)
+        try:
+            mapping = parse_column_mapping(column_mapping)
+        except DatasetFormatError as exc:
+            raise _invalid(exc) from exc
         if size == 0:
             raise ValidationFailed(
                 "file: the upload is empty", {"field": "file"}, code="dataset_invalid"
@@ -79,7 +61,9 @@ def store_upload(
             head = fh.read(4096)
         try:
             fmt = detect_format(filename, head)
-            description = describe_dataset(tmp, fmt, mapping, converted_path=converted)
+            description = describe_dataset(
+                tmp, fmt, mapping, converted_path=converted, max_rows=max_rows
+            )
         except DatasetFormatError as exc:
             raise _invalid(exc) from exc
         dataset_id = new_id("ds")
@@ -100,6 +84,7 @@ def store_upload(
         raise
     dataset = Dataset(
         id=dataset_id,
+        team_id=team_id,
         name=(name or filename or dataset_id)[:200],
         format=description.format,
         kind=description.kind,
@@ -123,15 +108,29 @@ def store_upload(
     return dataset
 
 
-def get_dataset(session: Session, dataset_id: str) -> Dataset:
+def find_dataset(session: Session, dataset_id: str, *, team_id: str) -> Dataset | None:
+    """Team `team_id`'s dataset `dataset_id`; None when unknown or another team's."""
     dataset = session.get(Dataset, dataset_id)
+    return dataset if dataset is not None and dataset.team_id == team_id else None
+
+
+def get_dataset(session: Session, dataset_id: str, *, team_id: str) -> Dataset:
+    """The dataset; 404 when unknown or another team's (the same answer: no existence leak)."""
+    dataset = find_dataset(session, dataset_id, team_id=team_id)
     if dataset is None:
         raise NotFound(f"dataset '{dataset_id}' does not exist", {"dataset": dataset_id})
     return dataset
 
 
-def list_datasets(session: Session) -> list[Dataset]:
-    return list(session.scalars(select(Dataset).order_by(Dataset.created_at.desc())))
+def list_datasets(session: Session, *, team_id: str) -> list[Dataset]:
+    """Team `team_id`'s datasets, newest first."""
+    return list(
+        session.scalars(
+            select(Dataset)
+            .where(Dataset.team_id == team_id)
+            .order_by(Dataset.created_at.desc(), Dataset.id.desc())
+        )
+    )
 
 
 def to_read(dataset: Dataset) -> DatasetRead:

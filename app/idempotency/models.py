@@ -12,8 +12,8 @@ from app.db.base import Base, JSONType, UTCDateTime, utcnow
 class IdempotencyKey(Base):
     """The first response to a request carrying an Idempotency-Key, replayed for its retries.
 
-    `scope` names the endpoint (and, once there are teams, the caller), so one key can be used
-    on different endpoints without clashing.
+    `scope` names the endpoint and the caller's team, so one key can be used on different
+    endpoints, and by different teams, without clashing.
     """
 
     __tablename__ = "idempotency_keys"

@@ -50,12 +50,11 @@ HEADER_DESCRIPTION = (
 )
 
 
-def scope(operation: str) -> str:
-    """The namespace a key lives in, e.g. "POST /jobs": one key may be used on each endpoint.
-
-    The one place a scope is built, so the caller (a team, once there are teams) can be added.
-    """
-    return operation
+def scope(operation: str, team_id: str | None = None) -> str:
+    """The namespace a key lives in, e.g. "POST /jobs for team_...": one key may be used on
+    each endpoint, and by each team (two teams picking the same key never see each other's
+    response). The one place a scope is built."""
+    return operation if team_id is None else f"{operation} for {team_id}"
 
 
 def check_key(value: str | None) -> str | None:
@@ -110,11 +109,14 @@ class StoredResponse:
         )
 
 
-def request_for(operation: str, key: str | None, body: Any) -> IdempotentRequest | None:
-    """None without a key; otherwise the request as stored: scope, key and body hash."""
+def request_for(
+    operation: str, key: str | None, body: Any, *, team_id: str | None = None
+) -> IdempotentRequest | None:
+    """None without a key; otherwise the request as stored: scope (the operation and the
+    caller's team), key and body hash."""
     if key is None:
         return None
-    return IdempotentRequest(scope(operation), key, hash_request(body))
+    return IdempotentRequest(scope(operation, team_id), key, hash_request(body))
 
 
 def find(

@@ -29,9 +29,10 @@ def dispatch(job_id: str) -> bool:
         log.warning("could not send job %s to the broker, will retry: %s", job_id, exc)
         return False
     with unit_of_work() as session:
+        # The time of the latest send: app.jobs.leases re-sends jobs that wait too long.
         session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.dispatched_at.is_(None))
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
             .values(dispatched_at=utcnow())
         )
     return True

@@ -15,6 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.auth import models as _auth  # noqa: F401  (teams: the table team_id refers to)
 from app.db.base import Base, JSONType, UTCDateTime, utcnow
 
 
@@ -22,9 +23,15 @@ class Job(Base):
     """A fine-tuning job. This row, not the broker message, is the record of the job."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_created_at", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_created_at", "status", "created_at"),
+        Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
+        Index("ix_jobs_team_id_created_at", "team_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # The owning team: only its keys see the job, its events, metrics and model.
+    team_id: Mapped[str] = mapped_column(String(40), ForeignKey("teams.id"))
     name: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="queued")
     base_model: Mapped[str] = mapped_column(String(300))
@@ -54,6 +61,20 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     model_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     model_sha256: Mapped[str | None] = mapped_column(String(64))
+    # The running attempt holds the job until this time and renews it by heartbeat; past it,
+    # the sweeper takes the job back (app.jobs.leases).
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Requests the running attempt reads at its heartbeat and acts on at its next step.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    handback_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Step of the latest checkpoint on disk, which a later attempt resumes from.
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer)
+    # Attempts that ended with their lease expiring (a worker died); limited by max_attempts.
+    workers_lost: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Role -> the Hub commit each Hub dataset of the job resolved to, once it ran.
+    hub_revisions: Mapped[dict[str, str] | None] = mapped_column(JSONType)
+    # Running time summed over attempts, what the job's time limit is checked against.
+    running_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class JobMetricPoint(Base):
@@ -68,4 +89,18 @@ class JobMetricPoint(Base):
     step: Mapped[int] = mapped_column(Integer)
     epoch: Mapped[float] = mapped_column(Float)
     values: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobEvent(Base):
+    """One entry of a job's timeline (GET /jobs/{id}/events); ids order the timeline."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

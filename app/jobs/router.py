@@ -5,23 +5,45 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import FileResponse
 
+from app.auth.deps import UNAUTHORIZED_RESPONSE, TeamDep
 from app.deps import SessionDep, SettingsDep
 from app.errors import NotFound
 from app.idempotency import service as idempotency
-from app.jobs import service
+from app.jobs import cancel, events, service
 from app.jobs.dispatch import dispatch
-from app.jobs.schemas import JobCreate, JobList, JobMetricsSeries, JobRead
+from app.jobs.schemas import (
+    JobCreate,
+    JobEventList,
+    JobEventRead,
+    JobList,
+    JobMetricsSeries,
+    JobRead,
+)
 from app.jobs.states import JobStatus
+from app.limits import LimitsDep
 from app.storage import model_archive_path
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAUTHORIZED_RESPONSE)
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobRead,
+    responses={
+        429: {
+            "description": "The team already has its most queued + running jobs "
+            "(too_many_active_jobs); retry after `Retry-After` seconds",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        }
+    },
+)
 def create_job(
     payload: JobCreate,
+    team: TeamDep,
     session: SessionDep,
     settings: SettingsDep,
+    limits: LimitsDep,
     response: Response,
     idempotency_key: idempotency.IdempotencyKeyDep,
 ) -> JobRead | Response:
@@ -30,10 +52,12 @@ def create_job(
     Uploaded datasets are checked first (the job's `preflight`: steps, train/test overlap,
     shared positives); a job that cannot be meaningful is rejected with 422 preflight_failed.
     With an `Idempotency-Key`, a retry returns the first response and queues nothing."""
-    idem = idempotency.request_for("POST /jobs", idempotency_key, payload.model_dump(mode="json"))
+    idem = idempotency.request_for(
+        "POST /jobs", idempotency_key, payload.model_dump(mode="json"), team_id=team.id
+    )
     if idem and (stored := idempotency.find(session, idem)):
         return stored.replay({"Location": f"/jobs/{stored.resource_id}"})
-    job = service.create_job(session, payload, settings)
+    job = service.create_job(session, payload, settings, team_id=team.id, limits=limits)
     read = service.to_read(job)
     if idem and (
         stored := idempotency.save(
@@ -54,22 +78,23 @@ def create_job(
 
 @router.get("", response_model=JobList)
 def list_jobs(
+    team: TeamDep,
     session: SessionDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobList:
-    """Jobs, newest first."""
+    """The caller's team's jobs, newest first."""
     page, has_more, next_cursor = service.list_jobs(
-        session, status=status_, limit=limit, cursor=cursor
+        session, team_id=team.id, status=status_, limit=limit, cursor=cursor
     )
     data = [service.to_read(j) for j in page]
     return JobList(data=data, has_more=has_more, next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobRead)
-def get_job(job_id: str, session: SessionDep) -> JobRead:
-    return service.to_read(service.get_job(session, job_id))
+@router.get("/{job_id}", response_model=JobRead, responses={404: {"description": "Unknown job"}})
+def get_job(job_id: str, team: TeamDep, session: SessionDep) -> JobRead:
+    return service.to_read(service.get_job(session, job_id, team_id=team.id))
 
 
 @router.get(
@@ -77,10 +102,10 @@ def get_job(job_id: str, session: SessionDep) -> JobRead:
     response_model=JobMetricsSeries,
     responses={404: {"description": "Unknown job"}},
 )
-def get_job_metrics(job_id: str, session: SessionDep) -> JobMetricsSeries:
+def get_job_metrics(job_id: str, team: TeamDep, session: SessionDep) -> JobMetricsSeries:
     """The training time series (train loss per logging step, evaluations on the eval set) and
     the final base vs fine-tuned metrics. Available while the job runs: the series so far."""
-    return service.job_metrics(session, job_id)
+    return service.job_metrics(session, job_id, team_id=team.id)
 
 
 @router.get(
@@ -92,9 +117,11 @@ def get_job_metrics(job_id: str, session: SessionDep) -> JobMetricsSeries:
         409: {"description": "The job has not succeeded"},
     },
 )
-def download_model(job_id: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
+def download_model(
+    job_id: str, team: TeamDep, session: SessionDep, settings: SettingsDep
+) -> FileResponse:
     """The fine-tuned sentence-transformers folder as a gzip tar archive, streamed from disk."""
-    job = service.succeeded_job(session, job_id)
+    job = service.succeeded_job(session, job_id, team_id=team.id)
     path = model_archive_path(settings, job.id)
     if not path.is_file():
         raise NotFound(
@@ -107,4 +134,45 @@ def download_model(job_id: str, session: SessionDep, settings: SettingsDep) -> F
         media_type="application/gzip",
         filename=f"{job.id}-model.tar.gz",
         headers={"X-Checksum-SHA256": job.model_sha256 or ""},
+    )
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobRead,
+    responses={404: {"description": "Unknown job"}, 409: {"description": "The job has finished"}},
+)
+def cancel_job(job_id: str, team: TeamDep, session: SessionDep) -> JobRead:
+    """Cancel a job. A queued job is cancelled at once and never starts; a running job stops at
+    its next training step (poll until `status` is `cancelled`; `cancel_requested_at` is set
+    meanwhile). Cancelling a cancelled job returns it unchanged; a succeeded or failed job
+    answers 409 job_finished."""
+    return service.to_read(cancel.cancel_job(session, job_id, team_id=team.id))
+
+
+@router.get(
+    "/{job_id}/events",
+    response_model=JobEventList,
+    responses={404: {"description": "Unknown job"}},
+)
+def job_events(
+    job_id: str,
+    team: TeamDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+) -> JobEventList:
+    """The job's timeline, oldest first: queued, started, checkpoint_saved, evaluated, retried,
+    cancel_requested, cancelled, failed, succeeded."""
+    job = service.get_job(session, job_id, team_id=team.id)
+    after = events.decode_cursor(cursor) if cursor else None
+    page, has_more = events.list_events(session, job.id, after=after, limit=limit)
+    return JobEventList(
+        data=[
+            JobEventRead(id=e.id, type=e.type, at=e.created_at, attempt=e.attempt, data=e.data)  # type: ignore[arg-type]
+            for e in page
+        ],
+        has_more=has_more,
+        next_cursor=events.encode_cursor(page[-1].id) if page else cursor,
     )

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.settings import BATCH_SIZE_CAP, EPOCHS_CAP, SEQ_LENGTH_CAP, STEPS_CAP
+
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 # Hub ids look like `org/name` or `name`; local model names are folder names inside a model
@@ -71,13 +73,20 @@ DatasetRef = str | HubDatasetRef
 class HyperparametersIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(1, ge=1, le=100, description="Passes over the training data.")
+    epochs: int = Field(
+        1,
+        ge=1,
+        le=EPOCHS_CAP,
+        description="Passes over the training data. At most the server's EMBEDTUNE_MAX_EPOCHS "
+        "(or your team's limit).",
+    )
     batch_size: int = Field(
         16,
         ge=2,
-        le=4096,
+        le=BATCH_SIZE_CAP,
         description="Pairs per batch. MNR uses every other row of a batch as a negative, "
-        "so larger batches usually train better.",
+        "so larger batches usually train better. At most the server's "
+        "EMBEDTUNE_MAX_BATCH_SIZE (or your team's limit).",
     )
     learning_rate: float = Field(2e-5, gt=0, le=1, description="Peak AdamW learning rate.")
     warmup_ratio: float = Field(
@@ -86,8 +95,9 @@ class HyperparametersIn(BaseModel):
     max_seq_length: int | None = Field(
         None,
         ge=8,
-        le=8192,
-        description="Tokens per text before truncation. Null: the base model's own.",
+        le=SEQ_LENGTH_CAP,
+        description="Tokens per text before truncation. Null: the base model's own. At most "
+        "the server's EMBEDTUNE_MAX_SEQ_LENGTH (or your team's limit).",
     )
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Random seed.")
     precision: Precision = Field(
@@ -95,7 +105,11 @@ class HyperparametersIn(BaseModel):
         description="auto: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU.",
     )
     max_steps: int | None = Field(
-        None, ge=1, le=10_000_000, description="Stop after this many steps (overrides epochs)."
+        None,
+        ge=1,
+        le=STEPS_CAP,
+        description="Stop after this many steps (overrides epochs). At most the server's "
+        "EMBEDTUNE_MAX_STEPS (or your team's limit).",
     )
     eval_steps: int | None = Field(
         None,
@@ -105,6 +119,14 @@ class HyperparametersIn(BaseModel):
         "the last step. Null: about ten times a job (ceil(total_steps / 10)); the job shows the "
         "value used once it ran.",
         examples=[500],
+    )
+    time_limit_s: int | None = Field(
+        None,
+        ge=1,
+        description="Fail the job with `timeout` once it has run this many seconds (summed over "
+        "its attempts). At most the server's EMBEDTUNE_MAX_TIME_LIMIT_S, which is also the "
+        "limit of a job that sets none.",
+        examples=[3600],
     )
 
 
@@ -457,6 +479,21 @@ class JobRead(BaseModel):
     )
     error: JobError | None
     model: ModelArtifact | None
+    attempt: int = Field(
+        0, description="Attempts started so far (a job resumes after a lost or stopped worker)."
+    )
+    cancel_requested_at: datetime | None = Field(
+        None, description="When a cancel was requested; a running job stops at its next step."
+    )
+    checkpoint_step: int | None = Field(
+        None, description="Step of the latest checkpoint a later attempt would resume from."
+    )
+    hub_revisions: dict[str, str] | None = Field(
+        None,
+        description="Once the job ran: dataset field -> the Hub commit its Hub dataset resolved "
+        "to (whatever `revision` pinned, or the default branch).",
+        examples=[{"train_dataset": "d81f2bbd4b8c1a7e5d0c5b1e8a3f0e6c9b2a4d71"}],
+    )
 
 
 class JobList(BaseModel):
@@ -593,4 +630,36 @@ class JobMetricsSeries(BaseModel):
     final: FinalMetrics | None = Field(
         description="Base vs fine-tuned metrics and their difference; null until the job has "
         "metrics."
+    )
+
+
+class JobEventRead(BaseModel):
+    id: int = Field(description="Increases along the timeline.", examples=[42])
+    type: Literal[
+        "queued",
+        "started",
+        "checkpoint_saved",
+        "evaluated",
+        "retried",
+        "cancel_requested",
+        "cancelled",
+        "failed",
+        "succeeded",
+    ]
+    at: datetime
+    attempt: int | None = Field(description="The attempt the event belongs to (0: none yet).")
+    data: dict[str, Any] = Field(
+        description="By type: started {worker, resumed_from_step}; checkpoint_saved {step}; "
+        "evaluated {step, metrics}; retried {reason, worker}; failed {code}; "
+        "cancelled {reason}.",
+        examples=[{"step": 500}],
+    )
+
+
+class JobEventList(BaseModel):
+    data: list[JobEventRead]
+    has_more: bool
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the events after this page. Set whenever the page is "
+        "not empty, so a client can poll for new events with the last cursor it got."
     )

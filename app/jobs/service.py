@@ -7,7 +7,7 @@ import binascii
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.datasets.errors import DatasetFormatError
@@ -15,10 +15,12 @@ from app.datasets.models import Dataset
 from app.datasets.roles import hub_layout
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id
+from app.jobs.events import EventType, record_event
 from app.jobs.models import Job, JobMetricPoint
 from app.jobs.preflight import HUB_SKIPPED, StoredData, has_errors, job_preflight
 from app.jobs.schemas import DatasetRef, HubDatasetRef, JobCreate, JobMetricsSeries, JobRead
 from app.jobs.states import JobStatus
+from app.limits import Limits, check_active_jobs, check_hyperparameters, limits_for
 from app.settings import Settings
 from app.storage import resolve_key
 
@@ -68,15 +70,18 @@ def _check_hub_columns(field: str, ref: HubDatasetRef) -> None:
         )
 
 
-def _check_dataset(session: Session, field: str, ref: DatasetRef | None) -> Dataset | None:
-    """The uploaded dataset ``ref`` names, checked for ``field``; None for none or a Hub ref."""
+def _check_dataset(
+    session: Session, field: str, ref: DatasetRef | None, team_id: str
+) -> Dataset | None:
+    """The uploaded dataset ``ref`` names, checked for ``field``; None for none or a Hub ref.
+    Another team's dataset is refused exactly like an unknown one."""
     if ref is None:
         return None
     if isinstance(ref, HubDatasetRef):
         _check_hub_columns(field, ref)
         return None
     dataset = session.get(Dataset, ref)
-    if dataset is None:
+    if dataset is None or dataset.team_id != team_id:
         raise ValidationFailed(
             f"{field}: dataset '{ref}' does not exist; upload it with POST /datasets first",
             {"field": field, "dataset": ref},
@@ -173,17 +178,45 @@ def _preflight(
     return report
 
 
-def create_job(session: Session, payload: JobCreate, settings: Settings) -> Job:
-    """Validate the referenced datasets, run the job preflight on the uploaded ones and add a
-    queued job. Raises ValidationFailed (422), code preflight_failed when the preflight finds
-    an error (its report in the details)."""
+def count_active_jobs(session: Session, team_id: str) -> int:
+    """Queued + running jobs of team `team_id` (what EMBEDTUNE_MAX_ACTIVE_JOBS bounds)."""
+    active = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+    query = select(func.count()).select_from(Job).where(Job.status.in_(active))
+    return session.scalar(query.where(Job.team_id == team_id)) or 0
+
+
+def create_job(
+    session: Session,
+    payload: JobCreate,
+    settings: Settings,
+    *,
+    team_id: str,
+    limits: Limits | None = None,
+) -> Job:
+    """Validate the referenced datasets (team `team_id`'s own), run the job preflight on the
+    uploaded ones and add a queued job of that team. Raises ValidationFailed (422), code
+    preflight_failed when the preflight finds an error (its report in the details), 422
+    limit_exceeded for hyperparameters over the team's `limits` (default: the settings'), and
+    429 too_many_active_jobs when the team already has its most queued + running jobs."""
     datasets = {
-        field: _check_dataset(session, field, getattr(payload, field))
+        field: _check_dataset(session, field, getattr(payload, field), team_id)
         for field in ("train_dataset", "eval_dataset", "test_dataset", "sts_dataset")
     }
+    limit = payload.hyperparameters.time_limit_s
+    if limit is not None and limit > settings.max_time_limit_s:
+        raise ValidationFailed(
+            f"hyperparameters.time_limit_s: at most {settings.max_time_limit_s} seconds on this "
+            f"server, got {limit}",
+            {"field": "hyperparameters.time_limit_s", "max": settings.max_time_limit_s},
+        )
+    limits = limits or limits_for(settings)
+    hyperparameters = payload.hyperparameters
+    check_hyperparameters(limits, hyperparameters.model_dump(), hyperparameters.model_fields_set)
+    check_active_jobs(limits, count_active_jobs(session, team_id))
     report = _preflight(settings, payload, datasets)
     job = Job(
         id=new_id("job"),
+        team_id=team_id,
         name=payload.name,
         status=JobStatus.QUEUED.value,
         base_model=payload.base_model,
@@ -199,19 +232,23 @@ def create_job(session: Session, payload: JobCreate, settings: Settings) -> Job:
     )
     session.add(job)
     session.flush()
+    record_event(session, job.id, EventType.QUEUED, attempt=0)
     return job
 
 
-def get_job(session: Session, job_id: str) -> Job:
+def get_job(session: Session, job_id: str, *, team_id: str) -> Job:
+    """Team `team_id`'s job; 404 when unknown or another team's (the same answer: no
+    existence leak)."""
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or job.team_id != team_id:
         raise NotFound(f"job '{job_id}' does not exist", {"job": job_id})
     return job
 
 
-def succeeded_job(session: Session, job_id: str) -> Job:
-    """The job, if its model can be downloaded. 404 unknown, 409 not (yet) succeeded."""
-    job = get_job(session, job_id)
+def succeeded_job(session: Session, job_id: str, *, team_id: str) -> Job:
+    """The job, if its model can be downloaded. 404 unknown (or another team's), 409 not
+    (yet) succeeded."""
+    job = get_job(session, job_id, team_id=team_id)
     if job.status != JobStatus.SUCCEEDED.value:
         raise Conflict(
             f"job '{job_id}' is {job.status}; its model can be downloaded once it has succeeded",
@@ -238,10 +275,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def list_jobs(
-    session: Session, *, status: JobStatus | None, limit: int, cursor: str | None
+    session: Session, *, team_id: str, status: JobStatus | None, limit: int, cursor: str | None
 ) -> tuple[list[Job], bool, str | None]:
-    """Newest first. Returns (page, has_more, next_cursor)."""
-    stmt = select(Job)
+    """Team `team_id`'s jobs, newest first. Returns (page, has_more, next_cursor)."""
+    stmt = select(Job).where(Job.team_id == team_id)
     if status is not None:
         stmt = stmt.where(Job.status == status.value)
     if cursor:
@@ -287,6 +324,10 @@ def to_read(job: Job) -> JobRead:
             "metrics": job.metrics,
             "error": error,
             "model": model,
+            "attempt": job.attempt,
+            "cancel_requested_at": job.cancel_requested_at,
+            "checkpoint_step": job.checkpoint_step,
+            "hub_revisions": job.hub_revisions,
         }
     )
 
@@ -315,9 +356,10 @@ def _difference(base: dict[str, Any], fine_tuned: dict[str, Any]) -> dict[str, f
     return out
 
 
-def job_metrics(session: Session, job_id: str) -> JobMetricsSeries:
-    """The job's time series so far and its final metrics (404 for an unknown job)."""
-    job = get_job(session, job_id)
+def job_metrics(session: Session, job_id: str, *, team_id: str) -> JobMetricsSeries:
+    """The job's time series so far and its final metrics (404 for an unknown job or
+    another team's)."""
+    job = get_job(session, job_id, team_id=team_id)
     rows = session.scalars(
         select(JobMetricPoint)
         .where(JobMetricPoint.job_id == job.id)

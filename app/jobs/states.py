@@ -1,18 +1,21 @@
 """Job statuses, the table of allowed transitions, and the one function that changes status.
 
 Every status change is a conditional UPDATE (`WHERE status IN <allowed sources>`), so two
-processes racing for the same job cannot both win: the loser's update matches no row.
+processes racing for the same job cannot both win: the loser's update matches no row. The
+winner's change is recorded on the job's timeline in the same transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.orm import Session
 
 from app.db.base import utcnow
+from app.jobs.events import EventType, record_event
 from app.jobs.models import Job
 
 
@@ -41,6 +44,16 @@ ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
+# The event a move to each status records, unless the caller names another.
+DEFAULT_EVENTS: dict[JobStatus, EventType] = {
+    JobStatus.QUEUED: EventType.RETRIED,
+    JobStatus.RUNNING: EventType.STARTED,
+    JobStatus.SUCCEEDED: EventType.SUCCEEDED,
+    JobStatus.FAILED: EventType.FAILED,
+    JobStatus.CANCELLED: EventType.CANCELLED,
+}
+
+
 def sources_of(target: JobStatus) -> frozenset[JobStatus]:
     return frozenset(src for src, dests in ALLOWED_TRANSITIONS.items() if target in dests)
 
@@ -51,13 +64,18 @@ def transition(
     target: JobStatus,
     *,
     expected: JobStatus | None = None,
+    where: Sequence[ColumnElement[bool]] = (),
+    event: EventType | None = None,
+    event_data: dict[str, Any] | None = None,
     **fields: Any,
 ) -> bool:
-    """Move job `job_id` to `target`, setting `fields` in the same UPDATE.
+    """Move job `job_id` to `target`, setting `fields` in the same UPDATE, and record the event.
 
-    Only rows whose current status may move to `target` (and equals `expected`, when given)
-    are changed. Returns whether the job moved; False means another process got there first
-    or the move is not allowed from the job's current status.
+    Only rows whose current status may move to `target` (and equals `expected`, when given, and
+    match every condition in `where`, such as the attempt that holds the lease) are changed.
+    Returns whether the job moved; False means another process got there first or the move is
+    not allowed from the job's current status. The event (by default the one of DEFAULT_EVENTS)
+    is added with the job's attempt after the update, only when the job moved.
     """
     allowed = sources_of(target)
     if expected is not None:
@@ -66,9 +84,19 @@ def transition(
         return False
     stmt = (
         update(Job)
-        .where(Job.id == job_id, Job.status.in_([s.value for s in allowed]))
+        .where(Job.id == job_id, Job.status.in_([s.value for s in allowed]), *where)
         .values(status=target.value, updated_at=utcnow(), **fields)
+        .returning(Job.attempt)
         .execution_options(synchronize_session=False)
     )
-    result = session.execute(stmt)
-    return bool(getattr(result, "rowcount", 0) == 1)
+    moved = session.execute(stmt).all()
+    if len(moved) != 1:
+        return False
+    record_event(
+        session,
+        job_id,
+        event or DEFAULT_EVENTS[target],
+        attempt=moved[0].attempt,
+        **(event_data or {}),
+    )
+    return True

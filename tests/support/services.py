@@ -27,16 +27,31 @@ def free_port() -> int:
 class Process:
     """A child process whose output goes to a log file, shown when a test fails."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str], log_dir: Path):
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        new_session: bool = False,
+    ):
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
+        # A new session lets a test signal the process and its children as one group.
         self.proc = subprocess.Popen(
-            list(argv), env=env, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT
+            list(argv),
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=new_session,
         )
 
     def log_tail(self, chars: int = 6000) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-chars:]
 
     def stop(self, timeout: float = 30) -> None:
@@ -52,6 +67,20 @@ class Process:
 
 def python_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "app.cli", *args]
+
+
+def create_api_key(env: dict[str, str], team: str) -> str:
+    """A new API key of `team` (made if missing), from `embedtune keys create` on `env`'s
+    database, as an operator makes one."""
+    result = subprocess.run(
+        python_cli("keys", "create", "--team", team), env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def auth_headers(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 def wait_healthy(base_url: str, processes: Sequence[Process], timeout: float = 90) -> None:
@@ -109,12 +138,14 @@ def extract_archive(content: bytes, dest: Path) -> Path:
     return dest
 
 
-def wait_for_response(url: str, timeout: float = 60) -> httpx.Response:
+def wait_for_response(
+    url: str, timeout: float = 60, headers: dict[str, str] | None = None
+) -> httpx.Response:
     """The first HTTP response from `url`, whatever its status, once the server listens."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return httpx.get(url, timeout=15)
+            return httpx.get(url, timeout=15, headers=headers)
         except httpx.HTTPError:
             if time.monotonic() > deadline:
                 raise

@@ -96,11 +96,11 @@ def test_a_job_without_eval_data_evaluates_on_rows_it_did_not_train_on(
     assert (result.train_rows, result.eval_rows, result.test_rows) == (91, 5, None)
     assert result.evaluated_on == "holdout" and result.metrics is not None
 
-    # The trainer got the other 91 rows to train on and the 5 held-out rows to evaluate on
-    # (sentence-transformers' own card section counts what it was given).
+    # The trainer got the other 91 rows to train on (sentence-transformers' own card section
+    # counts what it was given); the 5 held-out rows went to the evaluator, as the card says.
     card = (result.model_dir / "README.md").read_text()
     assert "Size: 91 training samples" in card
-    assert "Size: 5 evaluation samples" in card
+    assert "| eval | 5 (held out of the training data: 5% of its rows, seed 11" in card
 
     # The metrics are those of exactly the rows split_holdout picks with the job's seed.
     full = load_train_data(spec.train, tmp_path / "reload")

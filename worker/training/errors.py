@@ -36,3 +36,13 @@ class OutOfMemory(TrainingError):
     """The accelerator ran out of memory; a smaller batch_size or max_seq_length may fit."""
 
     code = "out_of_memory"
+
+
+class TrainingStopped(Exception):
+    """The run stopped before its last step because RunControl asked it to (not a failure)."""
+
+    def __init__(self, reason: str, step: int, checkpoint: str | None) -> None:
+        super().__init__(f"training stopped at step {step}: {reason}")
+        self.reason = reason
+        self.step = step
+        self.checkpoint = checkpoint  # the checkpoint saved on the way out, if any

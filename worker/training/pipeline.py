@@ -20,8 +20,14 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from worker.training.callbacks import MetricsCallback, ProgressCallback, finite
 from worker.training.card import CardFacts, add_section
+from worker.training.checkpoints import CheckpointCallback, StopCallback
 from worker.training.data import load_sts_data, load_train_data, load_triplet_data, split_holdout
-from worker.training.errors import OutOfMemory, PrecisionUnsupported, TrainingError
+from worker.training.errors import (
+    OutOfMemory,
+    PrecisionUnsupported,
+    TrainingError,
+    TrainingStopped,
+)
 from worker.training.evaluation import (
     build_sts_evaluator,
     build_triplet_evaluator,
@@ -32,11 +38,13 @@ from worker.training.evaluation import (
 )
 from worker.training.models import load_base_model
 from worker.training.spec import (
+    CheckpointPolicy,
     Hyperparameters,
     MetricPoint,
     Metrics,
     MetricsRecorder,
     ProgressReporter,
+    RunControl,
     TrainingResult,
     TrainingSpec,
 )
@@ -130,7 +138,10 @@ def _out_of_memory_as_error(batch_size: int, max_seq_length: int | None) -> Iter
 
 
 def run(
-    spec: TrainingSpec, report: ProgressReporter, record: MetricsRecorder | None = None
+    spec: TrainingSpec,
+    report: ProgressReporter,
+    record: MetricsRecorder | None = None,
+    control: RunControl | None = None,
 ) -> TrainingResult:
     """Fine-tune spec.base_model with MultipleNegativesRankingLoss and save it to spec.output_dir.
 
@@ -151,6 +162,7 @@ def run(
     Spearman and Pearson correlation of cosine similarity with its scores.
     """
     hp = spec.hyperparameters
+    checkpoints = spec.checkpoints
     if not 0.0 <= hp.warmup_ratio < 1.0:
         raise TrainingError(f"warmup_ratio must be at least 0 and below 1, got {hp.warmup_ratio}.")
     if hp.eval_steps is not None and hp.eval_steps < 1:
@@ -242,12 +254,17 @@ def run(
         base_metrics = score(model)
 
     evaluating = eval_data is not None
-    if scores_are_evals and record is not None:
+    # A resumed attempt's step 0 was recorded by the first attempt.
+    resuming = checkpoints is not None and checkpoints.resume_from is not None
+    if scores_are_evals and record is not None and not resuming:
         _record_eval_point(record, eval_evaluator, step=0, epoch=0.0)
     eval_steps = eval_steps_for(hp, len(train_data)) if evaluating else None
     logging_steps = logging_steps_for(hp, len(train_data))
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(work_dir / "trainer"),
+        # Checkpoints land here; without a policy nothing is saved (save_strategy "no" and no
+        # CheckpointCallback).
+        output_dir=str(checkpoints.dir if checkpoints else work_dir / "trainer"),
+        save_total_limit=checkpoints.keep if checkpoints else None,
         num_train_epochs=hp.epochs,
         per_device_train_batch_size=hp.batch_size,
         per_device_eval_batch_size=hp.batch_size,
@@ -267,13 +284,18 @@ def run(
         # to the fine-tuned score too).
         eval_strategy="steps" if evaluating else "no",
         eval_steps=eval_steps,
-        eval_on_start=evaluating and not scores_are_evals,
+        eval_on_start=evaluating and not scores_are_evals and not resuming,
         logging_strategy="steps",
         logging_steps=logging_steps,
         disable_tqdm=True,
         use_cpu=choice.device == "cpu",
     )
     callbacks: list[Any] = [ProgressCallback(report)]
+    if checkpoints is not None:
+        callbacks.append(CheckpointCallback(checkpoints, control))
+    stop = StopCallback(control, checkpoints is not None) if control is not None else None
+    if stop is not None:
+        callbacks.append(stop)
     if scores_are_evals:
         callbacks.append(_SkipLastStepEvaluation())
     if record is not None:
@@ -292,7 +314,12 @@ def run(
     # With tqdm disabled, transformers prints every log dict to stdout; progress goes to `report`.
     trainer.remove_callback(PrinterCallback)
     with _out_of_memory_as_error(hp.batch_size, hp.max_seq_length):
-        trainer.train()
+        trainer.train(resume_from_checkpoint=_resume_path(checkpoints))
+        if stop is not None and stop.reason is not None:
+            saved = checkpoints.dir / f"checkpoint-{stop.step}" if checkpoints else None
+            raise TrainingStopped(
+                stop.reason, stop.step, str(saved) if saved and saved.is_dir() else None
+            )
         total_steps = int(trainer.state.max_steps)
         fine_tuned_metrics = score(model)
     if scores_are_evals and record is not None:
@@ -313,6 +340,8 @@ def run(
     model.save(str(output_dir))
     write_metrics(output_dir, metrics, spec.base_model, total_steps)
     used = asdict(hp)
+    # A limit on the service's run, not a property of the model.
+    used.pop("time_limit_s", None)
     used.update(
         precision=choice.precision, max_seq_length=model.max_seq_length, eval_steps=eval_steps
     )
@@ -373,6 +402,13 @@ class _SkipLastStepEvaluation(TrainerCallback):
     ) -> None:
         if state.max_steps and state.global_step >= state.max_steps:
             control.should_evaluate = False
+
+
+def _resume_path(policy: CheckpointPolicy | None) -> str | None:
+    if policy is None or policy.resume_from is None:
+        return None
+    logger.info("resuming from checkpoint %s", policy.resume_from)
+    return str(policy.resume_from)
 
 
 def write_metrics(

@@ -52,6 +52,39 @@ class HubData:
 
 DataSource = LocalData | HubData
 
+# Why a run stopped before its last step: the caller asked (cancel, or a hand-back before the
+# worker shuts down), the job ran past its time limit, or the attempt lost its lease.
+StopReason = Literal["cancelled", "handed_back", "timeout", "lease_lost"]
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """Where and how often a run saves resumable checkpoints (model, optimizer, scheduler, RNG).
+
+    Checkpoints of this run go to `dir` (the last `keep` are kept); `resume_from`, when set, is a
+    complete checkpoint of an earlier attempt of the same job to continue from. A checkpoint is
+    saved every `every_steps` steps (when set), whenever `every_s` seconds passed since the last
+    one, and before a hand-back.
+    """
+
+    dir: Path
+    every_s: float
+    every_steps: int | None = None
+    resume_from: Path | None = None
+    keep: int = 2
+
+
+class RunControl(Protocol):
+    """The caller's say in a running job, asked at every training step."""
+
+    def stop_requested(self) -> StopReason | None:
+        """Why the run should stop now, or None to go on."""
+        ...
+
+    def checkpoint_saved(self, step: int, path: Path) -> None:
+        """A complete checkpoint of `step` is at `path`."""
+        ...
+
 
 @dataclass(frozen=True)
 class Hyperparameters:
@@ -66,6 +99,7 @@ class Hyperparameters:
     precision: Precision = "auto"
     max_steps: int | None = None
     eval_steps: int | None = None  # None: about ten evaluations a run (ceil(total_steps / 10))
+    time_limit_s: int | None = None  # enforced by the worker (worker.lease), not the pipeline
 
 
 @dataclass(frozen=True)
@@ -88,6 +122,7 @@ class TrainingSpec:
     loss: Literal["mnr"] = "mnr"
     hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
     model_dirs: tuple[Path, ...] = ()
+    checkpoints: CheckpointPolicy | None = None  # None: no checkpoints, no resume
 
 
 @dataclass(frozen=True)
