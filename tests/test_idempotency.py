@@ -76,26 +76,31 @@ def _upload(
         )
 
 
-def _received(stack: Stack) -> int:
-    """Messages the worker has received so far (one per dispatch of a job)."""
+def _deliveries(stack: Stack, job_id: str) -> int:
+    """Messages for `job_id` the worker has taken so far: each is logged as a claim of the job,
+    or as "nothing to do" when it was already claimed (other tests' messages do not count)."""
     worker = next(p for p in stack.processes if p.name == "worker")
     worker._log.flush()
-    return worker.log_path.read_text(errors="replace").count("] received")
+    lines = worker.log_path.read_text(errors="replace").splitlines()
+    return sum(
+        1
+        for line in lines
+        if f"job {job_id} " in line and ("claimed by" in line or "nothing to do" in line)
+    )
 
 
-def _wait_dispatches(stack: Stack, expected: int, timeout: float = 10) -> int:
+def _wait_deliveries(stack: Stack, job_id: str, expected: int, timeout: float = 10) -> int:
     deadline = time.monotonic() + timeout
-    while _received(stack) < expected and time.monotonic() < deadline:
+    while _deliveries(stack, job_id) < expected and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)  # a second, unwanted message would arrive within this
-    return _received(stack)
+    return _deliveries(stack, job_id)
 
 
 def test_job_retry_replays_and_creates_nothing(pg_stack: Stack, train_id: str) -> None:
     client = pg_stack.client
     name, key = f"idem-{secrets.token_hex(4)}", _key()
     body = _job_body(train_id, name)
-    before = _received(pg_stack)
 
     first = client.post("/jobs", json=body, headers={HEADER: key})
     assert first.status_code == 202, first.text
@@ -122,7 +127,7 @@ def test_job_retry_replays_and_creates_nothing(pg_stack: Stack, train_id: str) -
     final, _ = wait_for_job(client, job_id)
     assert final["status"] == "succeeded", (final, pg_stack.logs())
     # The replay sent nothing to the broker: the job was dispatched once.
-    assert _wait_dispatches(pg_stack, before + 1) == before + 1
+    assert _wait_deliveries(pg_stack, job_id, 1) == 1
     # The key still replays the original response after the job ran.
     again = client.post("/jobs", json=body, headers={HEADER: key})
     assert again.status_code == 202 and again.json() == first.json()
@@ -226,7 +231,6 @@ def _at_once(n: int, send: Any) -> list[httpx.Response]:
 def test_concurrent_duplicate_jobs_create_one(pg_stack: Stack, train_id: str) -> None:
     name, key = f"idem-{secrets.token_hex(4)}", _key()
     body = _job_body(train_id, name)
-    before = _received(pg_stack)
 
     def send() -> httpx.Response:
         with httpx.Client(
@@ -244,7 +248,7 @@ def test_concurrent_duplicate_jobs_create_one(pg_stack: Stack, train_id: str) ->
     assert sum("idempotent-replayed" not in r.headers for r in responses) == 1
     assert [j["id"] for j in _jobs_named(pg_stack.client, name)] == [job_id]
     assert wait_for_job(pg_stack.client, job_id)[0]["status"] == "succeeded"
-    assert _wait_dispatches(pg_stack, before + 1) == before + 1
+    assert _wait_deliveries(pg_stack, job_id, 1) == 1
 
 
 def test_concurrent_duplicate_uploads_store_one(

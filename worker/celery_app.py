@@ -7,9 +7,10 @@ import os
 import signal
 import socket
 import threading
+import time
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 from sqlalchemy import update
 
 from app.db.base import utcnow
@@ -22,6 +23,21 @@ log = logging.getLogger(__name__)
 
 celery_app = get_celery()
 celery_app.conf.include = ["worker.tasks"]
+
+
+@worker_init.connect
+def _preload_training_libraries(**_: Any) -> None:
+    # Each job runs in a fresh pool process (so its GPU memory goes back to the driver when it
+    # ends). Importing torch, transformers and sentence-transformers takes seconds; done once
+    # here, in the main process before the pool forks, every job's process starts with them.
+    # Importing does not initialise CUDA, so forking afterwards is safe.
+    started = time.monotonic()
+    import sentence_transformers.sentence_transformer.losses  # noqa: F401
+    import sentence_transformers.sentence_transformer.training_args  # noqa: F401
+
+    import worker.training.pipeline  # noqa: F401
+
+    log.info("training libraries loaded in %.1fs", time.monotonic() - started)
 
 
 @worker_process_init.connect

@@ -33,6 +33,7 @@ from worker.progress import ThrottledProgressWriter
 from worker.specs import build_spec
 from worker.training.checkpoints import checkpoint_step, latest_complete
 from worker.training.errors import TrainingError, TrainingStopped
+from worker.training.models import short_reason
 from worker.training.spec import CheckpointPolicy
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,9 @@ def _claim(job_id: str, worker_name: str, settings: Settings) -> int | None:
             worker=worker_name[:200],
             lease_expires_at=utcnow() + timedelta(seconds=settings.lease_s),
             handback_requested_at=None,
-            event_data={
-                "worker": worker_name[:200],
-                "resumed_from_step": checkpoint_step(resume) if resume else None,
-            },
+            # Not the worker's name: it holds a hostname, which clients must not see (it is
+            # on the job row and in the worker log).
+            event_data={"resumed_from_step": checkpoint_step(resume) if resume else None},
         )
         if not claimed:
             return None
@@ -153,7 +153,9 @@ def execute_job(job_id: str, worker_name: str, settings: Settings | None = None)
                 job_id,
                 attempt,
                 "internal_error",
-                f"{type(exc).__name__}: {str(exc)[:500]} (the worker log has the traceback)",
+                # Paths stripped: errors reach clients, server paths must not.
+                f"{type(exc).__name__}: {short_reason(exc, 500)} (the worker log has the "
+                "traceback)",
             )
         finally:
             current_attempt = None
@@ -201,7 +203,7 @@ def _stopped(
             "hand back",
             dispatched_at=None,
             handback_requested_at=None,
-            event_data={"reason": "handed_back", "worker": worker_name, "step": stop.step},
+            event_data={"reason": "handed_back", "step": stop.step},
         )
         if handed_back:
             dispatch(job_id)

@@ -55,7 +55,7 @@ def sweep_expired_leases(settings: Settings) -> SweepResult:
     )
     with unit_of_work() as session:
         rows = session.execute(
-            select(Job.id, Job.attempt, Job.workers_lost, Job.cancel_requested_at, Job.worker)
+            select(Job.id, Job.attempt, Job.workers_lost, Job.cancel_requested_at)
             .where(Job.status == JobStatus.RUNNING.value, expired)
             .limit(500)
         ).all()
@@ -64,7 +64,7 @@ def sweep_expired_leases(settings: Settings) -> SweepResult:
     for row in rows:
         # The same attempt, still expired: a heartbeat that renewed meanwhile wins.
         held_by_it = [Job.attempt == row.attempt, expired]
-        lost = {"reason": "worker_lost", "worker": row.worker}
+        lost = {"reason": "worker_lost"}
         with unit_of_work() as session:
             if row.cancel_requested_at is not None:
                 if transition(

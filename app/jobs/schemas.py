@@ -649,9 +649,9 @@ class JobEventRead(BaseModel):
     at: datetime
     attempt: int | None = Field(description="The attempt the event belongs to (0: none yet).")
     data: dict[str, Any] = Field(
-        description="By type: started {worker, resumed_from_step}; checkpoint_saved {step}; "
-        "evaluated {step, metrics}; retried {reason, worker}; failed {code}; "
-        "cancelled {reason}.",
+        description="By type: started {resumed_from_step}; checkpoint_saved {step}; "
+        "evaluated {step, metrics}; retried {reason: worker_lost | handed_back, step}; "
+        "failed {code}; cancelled {reason}; succeeded {sha256, total_steps}.",
         examples=[{"step": 500}],
     )
 

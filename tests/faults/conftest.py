@@ -4,8 +4,10 @@ signals and kills itself; short leases and sweeps so recovery happens within sec
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -62,6 +64,14 @@ class FaultStack:
         )
         self.processes.append(worker)
         return worker
+
+    def holder(self, job_id: str, attempt: int) -> Process:
+        """The worker process that claimed attempt `attempt` of the job (from its log)."""
+        claim = f"job {job_id} attempt {attempt} claimed"
+        for p in self.processes:
+            if p.name.startswith("worker") and claim in p.log_tail(10**7):
+                return p
+        raise AssertionError(f"no worker claimed {job_id} attempt {attempt}:\n{self.logs()}")
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.log_tail()}" for p in self.processes)
@@ -124,7 +134,12 @@ class FaultStack:
         for job_id in job_ids:
             job = self.job(job_id)
             assert job["status"] in TERMINAL, job
-            status_events = [e for e in self.events(job_id) if e["type"] in STATUS_EVENTS]
+            events = self.events(job_id)
+            # Nothing a client sees names a worker (host:node) or a server path.
+            shown = json.dumps([job, events])
+            assert f"{socket.gethostname()}:embedtune-" not in shown, shown
+            assert str(self.data_dir) not in shown, shown
+            status_events = [e for e in events if e["type"] in STATUS_EVENTS]
             terminal = [e for e in status_events if e["type"] in TERMINAL]
             assert [e["type"] for e in terminal] == [job["status"]], status_events
             assert status_events[-1] == terminal[0], status_events
