@@ -70,10 +70,10 @@ CHECKS = [
     content_type_conformance,
     response_headers_conformance,
 ]
-# Bounded and reproducible: the same requests on every run (derandomize), at most 15 requests
+# Bounded and reproducible: the same requests on every run (derandomize), at most 10 requests
 # per operation and generation mode (valid requests, then invalid ones).
 FUZZ_SETTINGS = settings(
-    max_examples=15,
+    max_examples=10,
     derandomize=True,
     deadline=None,
     database=None,
