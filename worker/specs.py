@@ -78,4 +78,5 @@ def build_spec(
         work_dir=work_dir,
         model_dirs=tuple(settings.model_dirs),
         checkpoints=checkpoints,
+        card_examples=bool(job.card_examples),
     )

@@ -5,6 +5,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -12,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -75,6 +77,8 @@ class Job(Base):
     hub_revisions: Mapped[dict[str, str] | None] = mapped_column(JSONType)
     # Running time summed over attempts, what the job's time limit is checked against.
     running_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # Whether the model card may quote training/eval rows (off: sizes and statistics only).
+    card_examples: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class JobMetricPoint(Base):

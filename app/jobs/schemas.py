@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from app.settings import BATCH_SIZE_CAP, EPOCHS_CAP, SEQ_LENGTH_CAP, STEPS_CAP
+from worker.training import names
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+# The most rows a Hub reference's `limit` may name (far above any real dataset).
+HUB_LIMIT_CAP = 10_000_000_000
+# Smaller learning rates change nothing in fp32 (and underflow in half precision).
+LEARNING_RATE_MIN = 1e-9
 
-# Hub ids look like `org/name` or `name`; local model names are folder names inside a model
-# directory (nested like `org/name` is fine). Never a path a client controls.
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+# Names of Hub repos, revisions, configs, splits and columns follow worker.training.names, the
+# rules the worker checks again: a client's string is a name, never a filesystem path.
+
+# Validation context of rows read back from the database (service.to_read): they are shown as
+# stored, even when they predate the name rules (the worker refuses those when it runs them).
+STORED = "stored"
+
+
+def _is_stored(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get(STORED))
 
 
 class HubDatasetRef(BaseModel):
@@ -22,6 +33,7 @@ class HubDatasetRef(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -37,41 +49,81 @@ class HubDatasetRef(BaseModel):
     hub: str = Field(
         min_length=1,
         max_length=200,
-        description="Hub dataset id.",
+        description="Hub dataset id, 'org/name' or 'name'. Always looked up on the Hugging Face "
+        "Hub (or the worker's Hugging Face cache), never as a path.",
         examples=["sentence-transformers/all-nli"],
     )
     config: str | None = Field(
-        None, max_length=100, description="Dataset configuration.", examples=["triplet"]
+        None,
+        max_length=names.CONFIG_MAX_LENGTH,
+        description="Dataset configuration (letters, digits, '-', '_', '.').",
+        examples=["triplet"],
     )
     split: str = Field(
         "train",
         min_length=1,
-        max_length=100,
+        max_length=names.SPLIT_MAX_LENGTH,
         pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Split to load.",
+        description="Split to load (letters, digits, '-', '_', '.').",
         examples=["train"],
     )
     limit: int | None = Field(
-        None, ge=1, description="Use only the first N rows of the split.", examples=[100000]
+        None,
+        ge=1,
+        le=HUB_LIMIT_CAP,
+        description="Use only the first N rows of the split.",
+        examples=[100000],
     )
     revision: str | None = Field(
-        None, max_length=100, description="Git revision (branch, tag or commit) to pin."
+        None,
+        max_length=names.REVISION_MAX_LENGTH,
+        description="Git revision (branch, tag or commit sha) to pin.",
+        examples=["main"],
     )
     columns: dict[str, str] | None = Field(
         None,
         description="Role -> column of the Hub dataset, naming every role the data plays: "
         "anchor, positive and any negatives (negative or negative_1..negative_N), or "
         "sentence1, sentence2, score for sts_dataset. Other columns are not used. Without "
-        "it: anchor/positive/negative by name, else the first text columns.",
+        f"it: anchor/positive/negative by name, else the first text columns. At most "
+        f"{names.COLUMNS_MAX} entries of at most {names.COLUMN_NAME_MAX_LENGTH} characters.",
         examples=[{"anchor": "query", "positive": "answer"}],
     )
+
+    @field_validator("hub")
+    @classmethod
+    def _hub_id(cls, value: str, info: ValidationInfo) -> str:
+        return value if _is_stored(info) else names.check_hub_id(value)
+
+    @field_validator("config")
+    @classmethod
+    def _config(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return value if value is None or _is_stored(info) else names.check_config(value)
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, value: str, info: ValidationInfo) -> str:
+        return value if _is_stored(info) else names.check_split(value)
+
+    @field_validator("revision")
+    @classmethod
+    def _revision(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return value if value is None or _is_stored(info) else names.check_revision(value)
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, value: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
+        if value is not None and not _is_stored(info):
+            names.check_columns(value)
+        return value
 
 
 DatasetRef = str | HubDatasetRef
 
 
 class HyperparametersIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: the OpenAPI says integer, so "16" is refused rather than quietly converted.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     epochs: int = Field(
         1,
@@ -88,7 +140,12 @@ class HyperparametersIn(BaseModel):
         "so larger batches usually train better. At most the server's "
         "EMBEDTUNE_MAX_BATCH_SIZE (or your team's limit).",
     )
-    learning_rate: float = Field(2e-5, gt=0, le=1, description="Peak AdamW learning rate.")
+    learning_rate: float = Field(
+        2e-5,
+        ge=LEARNING_RATE_MIN,
+        le=1,
+        description=f"Peak AdamW learning rate, from {LEARNING_RATE_MIN:g} to 1.",
+    )
     warmup_ratio: float = Field(
         0.1, ge=0, lt=1, description="Share of steps with a linearly rising learning rate."
     )
@@ -130,9 +187,17 @@ class HyperparametersIn(BaseModel):
     )
 
 
+_CARD_EXAMPLES = (
+    "Quote a few training and evaluation rows in the model card (README.md) of the fine-tuned "
+    "model: its widget, usage example and per-dataset sample tables. Off by default: the card "
+    "then holds no row of your data, only sizes and statistics."
+)
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -159,8 +224,8 @@ class JobCreate(BaseModel):
     base_model: str = Field(
         min_length=1,
         max_length=300,
-        description="A Hugging Face Hub id, or the name of a folder inside one of the "
-        "directories in EMBEDTUNE_MODEL_DIRS. Never a filesystem path.",
+        description="A Hugging Face Hub id ('org/name' or 'name'), or the name of a folder "
+        "inside one of the directories in EMBEDTUNE_MODEL_DIRS. Never a filesystem path.",
         examples=["microsoft/mpnet-base"],
     )
     train_dataset: DatasetRef = Field(
@@ -187,17 +252,16 @@ class JobCreate(BaseModel):
         description="Free string labels, kept with the job.",
         examples=[{"team": "search"}],
     )
+    card_examples: bool = Field(
+        False,
+        description=_CARD_EXAMPLES,
+        examples=[False],
+    )
 
     @field_validator("base_model")
     @classmethod
     def _model_name(cls, value: str) -> str:
-        parts = value.split("/")
-        if not _MODEL_NAME.match(value) or any(p in {".", ".."} for p in parts):
-            raise ValueError(
-                "must be a Hugging Face Hub id like 'org/name' or a model folder name; "
-                "paths, '..' and absolute names are not accepted"
-            )
-        return value
+        return names.check_model_name(value)
 
     @field_validator("metadata")
     @classmethod
@@ -468,6 +532,7 @@ class JobRead(BaseModel):
     loss: str
     hyperparameters: dict[str, Any] = Field(description="Every value resolved, defaults filled in.")
     metadata: dict[str, str]
+    card_examples: bool = Field(False, description=_CARD_EXAMPLES)
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -634,7 +699,11 @@ class JobMetricsSeries(BaseModel):
 
 
 class JobEventRead(BaseModel):
-    id: int = Field(description="Increases along the timeline.", examples=[42])
+    id: int = Field(
+        description="The event's position in this job's timeline: 1, 2, 3, ... (a job's own "
+        "count, telling nothing of other jobs).",
+        examples=[4],
+    )
     type: Literal[
         "queued",
         "started",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
@@ -18,7 +19,14 @@ from app.ids import new_id
 from app.jobs.events import EventType, record_event
 from app.jobs.models import Job, JobMetricPoint
 from app.jobs.preflight import HUB_SKIPPED, StoredData, has_errors, job_preflight
-from app.jobs.schemas import DatasetRef, HubDatasetRef, JobCreate, JobMetricsSeries, JobRead
+from app.jobs.schemas import (
+    STORED,
+    DatasetRef,
+    HubDatasetRef,
+    JobCreate,
+    JobMetricsSeries,
+    JobRead,
+)
 from app.jobs.states import JobStatus
 from app.limits import Limits, check_active_jobs, check_hyperparameters, limits_for
 from app.settings import Settings
@@ -227,6 +235,7 @@ def create_job(
         loss=payload.loss,
         hyperparameters=payload.hyperparameters.model_dump(),
         metadata_=dict(payload.metadata),
+        card_examples=payload.card_examples,
         preflight=report,
         attempt=0,
     )
@@ -258,19 +267,30 @@ def succeeded_job(session: Session, job_id: str, *, team_id: str) -> Job:
     return job
 
 
+_JOB_ID = re.compile(r"job_[0-9a-f]{24}")
+_CURSOR_TEXT = re.compile(r"[A-Za-z0-9_-]{1,200}")
+
+
 def _encode_cursor(job: Job) -> str:
     raw = f"{job.created_at.isoformat()}|{job.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(created_at, job id) of a cursor _encode_cursor made; 422 invalid_cursor for anything
+    else: other characters, a bad length or padding, a time without a timezone, a bad id."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), job_id
-    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+        if not _CURSOR_TEXT.fullmatch(cursor) or len(cursor) % 4 == 1:
+            raise ValueError("not base64url")
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        created_text, job_id = raw.decode("ascii").split("|")
+        created = datetime.fromisoformat(created_text)
+        if created.tzinfo is None or not _JOB_ID.fullmatch(job_id):
+            raise ValueError("not a cursor")
+        return created.astimezone(UTC), job_id
+    except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError) as exc:
         raise ValidationFailed(
-            "cursor: not a cursor returned by GET /jobs", {"field": "cursor"}
+            "cursor: not a cursor returned by GET /jobs", {"field": "cursor"}, code="invalid_cursor"
         ) from exc
 
 
@@ -317,6 +337,7 @@ def to_read(job: Job) -> JobRead:
             "loss": job.loss,
             "hyperparameters": job.hyperparameters,
             "metadata": job.metadata_ or {},
+            "card_examples": bool(job.card_examples),
             "created_at": job.created_at,
             "started_at": job.started_at,
             "finished_at": job.finished_at,
@@ -328,7 +349,9 @@ def to_read(job: Job) -> JobRead:
             "cancel_requested_at": job.cancel_requested_at,
             "checkpoint_step": job.checkpoint_step,
             "hub_revisions": job.hub_revisions,
-        }
+        },
+        # Stored references are shown as stored, including any from before the name rules.
+        context={STORED: True},
     )
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from app.datasets.preflight import MAX_EXAMPLES, cell_text, shorten
 from app.datasets.readers import open_reader
 from worker.training.errors import ModelNotFound
 from worker.training.models import resolve_base_model, short_reason
+from worker.training.names import check_hub_id
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -95,16 +95,16 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _hub_snapshot(name: str) -> Path:
-    """The cached snapshot folder of Hub model ``name``; TokenizerUnavailable when not cached."""
+    """The cached snapshot folder of Hub model ``name`` (the API's Hugging Face cache only);
+    TokenizerUnavailable when ``name`` is no Hub id (worker.training.names) or is not cached."""
     try:
         from huggingface_hub import try_to_load_from_cache
-        from huggingface_hub.utils import HFValidationError, validate_repo_id
     except ImportError as exc:  # pragma: no cover - tokenizers depends on huggingface_hub
         raise TokenizerUnavailable("huggingface_hub is not installed on the API") from exc
     try:
-        validate_repo_id(name)
-    except HFValidationError as exc:
-        raise TokenizerUnavailable("the base model is not a model folder nor a Hub id") from exc
+        check_hub_id(name)
+    except ValueError:
+        raise TokenizerUnavailable("the base model is not a model folder nor a Hub id") from None
     for marker in ("modules.json", "tokenizer.json", "config.json"):
         found = try_to_load_from_cache(name, marker)
         if isinstance(found, str):
@@ -181,12 +181,7 @@ def load_model_tokenizer(
         location = resolve_base_model(base_model, model_dirs)
     except ModelNotFound as exc:
         raise TokenizerUnavailable(str(exc)) from exc
-    if location != base_model:
-        root = Path(location)
-    elif os.path.isabs(base_model):  # pragma: no cover - resolve_base_model refuses these
-        raise TokenizerUnavailable("the base model name is a path")
-    else:
-        root = _hub_snapshot(base_model)
+    root = Path(location) if location != base_model else _hub_snapshot(base_model)
     folder = _transformer_folder(root)
     tokenizer_file = folder / "tokenizer.json"
     if not tokenizer_file.is_file():

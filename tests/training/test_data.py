@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from datasets import Dataset
 
 from tests.support.tiny_model import write_jsonl
+from tests.training.hub_cache import cache_hub_dataset, use_hub_cache
 from worker.training.data import load_train_data, load_triplet_data, pick_hub_columns
 from worker.training.errors import DatasetInvalid, DatasetUnavailable
 from worker.training.spec import HubData, LocalData
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return use_hub_cache(tmp_path / "hf-hub", monkeypatch)
 
 
 def with_extras(rows: list[dict]) -> list[dict]:
@@ -89,9 +97,7 @@ def test_unreadable_local_file_is_invalid(tmp_path):
     assert str(tmp_path) not in info.value.message
 
 
-def test_unknown_hub_dataset_is_unavailable(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_unknown_hub_dataset_is_unavailable(tmp_path, hub_cache):
     source = HubData(
         hub="embedtune-tests/no-such-dataset",
         config="triplet",
@@ -103,8 +109,10 @@ def test_unknown_hub_dataset_is_unavailable(tmp_path, monkeypatch):
         load_train_data(source, tmp_path)
     message = info.value.message
     assert info.value.code == "dataset_unavailable"
+    assert "not found or is not accessible" in message
     for part in ("embedtune-tests/no-such-dataset", "'triplet'", "'dev[:50]'", "'abc'"):
         assert part in message
+    assert str(tmp_path) not in message
 
 
 def test_hub_columns_prefer_anchor_positive_negative():
@@ -124,30 +132,39 @@ def test_hub_columns_fall_back_to_the_first_string_columns():
     assert pick_hub_columns(Dataset.from_dict({"idx": [1], "text": ["a"]})) == ["text"]
 
 
-def test_hub_data_is_loaded_as_asked_and_its_columns_picked(tmp_path, monkeypatch):
+def test_hub_data_is_loaded_as_asked_and_its_columns_picked(tmp_path, hub_cache, monkeypatch):
+    """`datasets` gets the snapshot folder the Hub client resolved, never the client's id."""
+    import datasets
+
+    rows = [{"idx": i, "premise": f"a{i}", "hypothesis": f"c{i}", "label": i % 2} for i in range(5)]
+    snapshot = cache_hub_dataset(
+        hub_cache,
+        "org/nli",
+        {"default": {"train": rows}, "pair": {"train": rows}},
+        refs=("main", "v1"),
+    )
+    real = datasets.load_dataset
     calls = []
 
-    def fake_load_dataset(*args, **kwargs):
+    def recording(*args, **kwargs):
         calls.append((args, kwargs))
-        return Dataset.from_dict(
-            {"idx": [1, 2], "premise": ["a", "b"], "hypothesis": ["c", "d"], "label": [0, 1]}
-        )
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr("datasets.load_dataset", fake_load_dataset)
+    monkeypatch.setattr(datasets, "load_dataset", recording)
     data = load_train_data(HubData(hub="org/nli", split="train", limit=2), tmp_path)
     assert data.column_names == ["premise", "hypothesis"]
-    assert calls == [(("org/nli", None), {"split": "train[:2]", "revision": None})]
+    assert data["premise"] == ["a0", "a1"]
+    cache = str(tmp_path / "hf-datasets")
+    assert calls == [((str(snapshot), None), {"split": "train[:2]", "cache_dir": cache})]
 
     with pytest.raises(DatasetInvalid, match="triplets"):
         load_triplet_data(HubData(hub="org/nli", config="pair", revision="v1"), tmp_path, "test")
-    assert calls[-1] == (("org/nli", "pair"), {"split": "train", "revision": "v1"})
+    assert calls[-1] == ((str(snapshot), "pair"), {"split": "train", "cache_dir": cache})
 
 
-def test_hub_data_without_two_text_columns_is_invalid(tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        "datasets.load_dataset",
-        lambda *a, **k: Dataset.from_dict({"text": ["a"], "label": [1]}),
-    )
+def test_hub_data_without_two_text_columns_is_invalid(tmp_path, hub_cache):
+    rows = [{"text": "a", "label": 1}]
+    cache_hub_dataset(hub_cache, "org/one-column", {"default": {"train": rows}})
     with pytest.raises(DatasetInvalid, match="fewer than 2 text columns"):
         load_train_data(HubData(hub="org/one-column"), tmp_path)
 
@@ -164,13 +181,9 @@ def test_csv_texts_that_look_like_missing_values_or_numbers_stay_text(tmp_path):
     ]
 
 
-def test_hub_column_mapping_picks_those_columns_in_loss_order(tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        "datasets.load_dataset",
-        lambda *a, **k: Dataset.from_dict(
-            {"id": ["1"], "hard": ["n"], "answer": ["p"], "query": ["q"], "anchor": ["x"]}
-        ),
-    )
+def test_hub_column_mapping_picks_those_columns_in_loss_order(tmp_path, hub_cache):
+    row = {"id": "1", "hard": "n", "answer": "p", "query": "q", "anchor": "x"}
+    cache_hub_dataset(hub_cache, "org/qa", {"default": {"train": [row]}}, fmt="jsonl")
     source = HubData(hub="org/qa", columns=("query", "answer", "hard"))
     data = load_train_data(source, tmp_path)
     assert data.column_names == ["query", "answer", "hard"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.training.hub_cache import SHA, use_hub_cache
 from worker.training.errors import ModelNotFound
 from worker.training.models import load_base_model, resolve_base_model, short_reason
 
@@ -127,28 +128,62 @@ def test_broken_model_folder_is_model_not_found_without_paths(tiny_models, tmp_p
     assert str(tmp_path) not in info.value.message
 
 
+def cache_hub_model(cache: Path, repo: str, source: Path, sha: str = SHA) -> Path:
+    """Lay out the model folder `source` as Hub model `repo` (commit `sha`, refs/main) in a
+    Hugging Face hub cache; returns the snapshot folder."""
+    repo_dir = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = repo_dir / "snapshots" / sha
+    shutil.copytree(source, snapshot)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(sha)
+    return snapshot
+
+
+def test_hub_model_loads_from_the_snapshot_the_hub_client_resolves(
+    tiny_models, tmp_path, monkeypatch
+):
+    cache = use_hub_cache(tmp_path / "hf-hub", monkeypatch)
+    cache_hub_model(cache, "org/tiny", tiny_models / "tiny")
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    model = load_base_model("org/tiny", (empty,), "cpu")
+    assert model.encode(["A dog runs."]).shape == (1, 64)
+    # The card names the Hub model and commit, not the cache folder it was read from.
+    assert model.model_card_data.base_model == "org/tiny"
+    assert model.model_card_data.base_model_revision == SHA
+
+
 def test_unknown_hub_model_is_model_not_found(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    use_hub_cache(tmp_path / "hf-hub", monkeypatch)
     with pytest.raises(ModelNotFound) as info:
         load_base_model("embedtune-tests/missing", (tmp_path,), "cpu")
-    assert "not a folder in the configured model directories" in info.value.message
-    assert "Hugging Face Hub could not load it" in info.value.message
+    message = info.value.message
+    assert message.startswith("Base model 'embedtune-tests/missing' was not found or is not ")
+    assert "not a folder in the configured model directories" in message
+    assert str(tmp_path) not in message
 
 
-def test_invalid_hub_id_is_model_not_found(tmp_path):
-    with pytest.raises(ModelNotFound, match="not a valid Hub model id"):
+def test_invalid_hub_id_is_model_not_found_without_echoing_it(tmp_path):
+    with pytest.raises(ModelNotFound, match="not found or is not accessible") as info:
         load_base_model("a/b/c", (tmp_path,), "cpu")
+    assert "a/b/c" not in info.value.message
 
 
 def test_hub_id_never_reads_the_working_directory(tiny_models, tmp_path, monkeypatch):
     """sentence-transformers treats an existing relative path as a local folder: a Hub id that
-    happens to exist under the worker's working directory must not load from there."""
+    happens to exist under the worker's working directory is still only looked up by the Hub
+    client, and is unavailable exactly like one that does not exist."""
+    use_hub_cache(tmp_path / "hf-hub", monkeypatch)
     monkeypatch.chdir(tmp_path)
-    shutil.copytree(tiny_models / "tiny", tmp_path / "org" / "model")
     empty_dir = tmp_path / "no-models"
     empty_dir.mkdir()
-    with pytest.raises(ModelNotFound, match="ambiguous"):
+    with pytest.raises(ModelNotFound) as missing:
         load_base_model("org/model", (empty_dir,), "cpu")
+    shutil.copytree(tiny_models / "tiny", tmp_path / "org" / "model")
+    with pytest.raises(ModelNotFound) as existing:
+        load_base_model("org/model", (empty_dir,), "cpu")
+    assert existing.value.message == missing.value.message
+    assert "not found or is not accessible" in existing.value.message
 
 
 def test_short_reason_drops_paths_and_extra_lines():

@@ -4,12 +4,16 @@ Training data has 2 columns (anchor, positive) or 3 (anchor, positive, negative)
 test data must be triplets, because the TripletEvaluator needs a negative for every anchor. STS
 data has two texts and a float score (sentence1, sentence2, score). Without eval data, a seeded
 share of the training rows is held out as the eval set (`split_holdout`).
+
+A Hub dataset is a name (worker.training.names), never a path: the Hub client fetches it into
+the Hugging Face cache (`fetch_hub_snapshot`) and `datasets` loads that snapshot folder.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +22,7 @@ from worker.training.holdout import HOLDOUT_MAX_ROWS as HOLDOUT_MAX_ROWS  # re-e
 from worker.training.holdout import HOLDOUT_MIN_TRAIN_ROWS as HOLDOUT_MIN_TRAIN_ROWS
 from worker.training.holdout import HOLDOUT_SHARE, held_out_indices
 from worker.training.models import short_reason
+from worker.training.names import check_config, check_hub_id, check_revision, check_split
 from worker.training.spec import STS_COLUMNS, DataSource, Holdout, HubData, LocalData
 
 if TYPE_CHECKING:
@@ -27,6 +32,10 @@ if TYPE_CHECKING:
 LOCAL_BUILDERS: dict[str, str] = {"jsonl": "json", "csv": "csv", "parquet": "parquet"}
 # Preferred Hub column names, in loss order.
 HUB_COLUMNS: tuple[str, ...] = ("anchor", "positive", "negative")
+# A Hub dataset's card: fetched first, its `configs:` say which files a configuration reads.
+HUB_CARD_FILE = "README.md"
+# Where `datasets` writes the Arrow files it builds, inside the run's private work_dir.
+ARROW_CACHE = "hf-datasets"
 
 # The hold-out rule lives in worker.training.holdout (imported by the API's job preflight too).
 
@@ -36,8 +45,9 @@ def load_train_data(
 ) -> Dataset:
     """Training data in loss order: anchor, positive, then any number of negatives.
 
-    `revisions` (optional): a Hub source's resolved commit is stored in it under "train" (see
-    resolve_hub_revision); the other loaders do the same under their role ("sts" for STS data).
+    `revisions` (optional): a Hub source's resolved commit (its snapshot's, see snapshot_commit)
+    is stored in it under "train"; the other loaders do the same under their role ("sts" for STS
+    data).
     """
     return load_text_dataset(source, work_dir, role="train", revisions=revisions)
 
@@ -75,7 +85,9 @@ def load_sts_data(
             )
         dataset = _load_local(source, work_dir, role, score_column=source.columns[2])
     elif isinstance(source, HubData):
-        dataset = _load_hub(source, role, sts=True, revisions=revisions, revision_key="sts")
+        dataset = _load_hub(
+            source, work_dir, role, sts=True, revisions=revisions, revision_key="sts"
+        )
     else:  # pragma: no cover - the DataSource union is closed
         raise TypeError(f"unknown data source {type(source).__name__}")
     return _check_sts(dataset, role)
@@ -90,7 +102,7 @@ def load_text_dataset(
     if isinstance(source, LocalData):
         dataset = _load_local(source, work_dir, role)
     elif isinstance(source, HubData):
-        dataset = _load_hub(source, role, revisions=revisions)
+        dataset = _load_hub(source, work_dir, role, revisions=revisions)
     else:  # pragma: no cover - the DataSource union is closed
         raise TypeError(f"unknown data source {type(source).__name__}")
     _check_texts(dataset, role)
@@ -152,7 +164,7 @@ def _load_local(
             builder,
             data_files=str(source.path),
             split="train",
-            cache_dir=str(Path(work_dir) / "hf-datasets"),
+            cache_dir=str(Path(work_dir) / ARROW_CACHE),
             **options,
         )
     except Exception as exc:
@@ -189,84 +201,218 @@ def _hub_split(source: HubData) -> str:
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 
 
-def resolve_hub_revision(source: HubData, loaded: Dataset) -> str | None:
-    """The commit of `source.hub` that `loaded` came from, or None when it cannot be told.
+def snapshot_commit(snapshot: Path) -> str | None:
+    """The commit a Hugging Face cache snapshot holds: its folder's name (`snapshots/<sha>`),
+    or None when that is not a commit sha."""
+    return snapshot.name if _COMMIT_SHA.fullmatch(snapshot.name) else None
 
-    In order: (1) `datasets` (5.x) caches a Hub dataset's Arrow files under
-    `<repo>/<config>/<version>/<commit sha>/`, online and offline alike (offline it reuses the
-    latest cached commit, whatever `revision` says), so the folder of the loaded files is the
-    truth; (2) the Hugging Face hub cache's `refs/<revision or main>` (or `snapshots/<sha>` for a
-    sha pin); (3) when online, the Hub's answer for the revision (`HfApi().dataset_info`).
+
+def _check_hub_names(source: HubData, role: str) -> None:
+    """DatasetUnavailable unless the reference's names follow worker.training.names (the API
+    checks them too; a job stored before the rules, or a spec built elsewhere, may not). The
+    message does not echo the reference: it may be a path."""
+    checks: list[tuple[str, Callable[[str], str], str | None]] = [
+        ("Hub id", check_hub_id, source.hub),
+        ("config", check_config, source.config),
+        ("split", check_split, source.split),
+        ("revision", check_revision, source.revision),
+    ]
+    for what, check, value in checks:
+        if value is None:
+            continue
+        try:
+            check(value)
+        except ValueError as exc:
+            raise DatasetUnavailable(
+                f"The {role} dataset was not found or is not accessible: its {what} {exc}."
+            ) from None
+
+
+def _unavailable(source: HubData, role: str, exc: BaseException) -> DatasetUnavailable:
+    return DatasetUnavailable(
+        f"The {role} dataset {describe_hub(source)} was not found or is not accessible on the "
+        f"Hugging Face Hub (or in this worker's Hugging Face cache): {short_reason(exc)}"
+    )
+
+
+def fetch_hub_snapshot(source: HubData, role: str) -> Path:
+    """The snapshot folder (`<HF_HUB_CACHE>/datasets--org--name/snapshots/<sha>`) holding what
+    loading `source` needs; DatasetUnavailable when the Hub client cannot provide it.
+
+    Only the Hub client resolves `source.hub` (online: the Hub, then the cache; offline with
+    HF_HUB_OFFLINE=1: the cache only, so a sha pin missing from the cache is unavailable); a name
+    that also exists as a path on the worker means nothing here.
+
+    The download is bounded by the dataset card: the card (README.md) comes first, then, when its
+    `configs:` YAML lists the configuration's `data_files` (or `data_dir`), only those files and
+    the first configuration's (which `datasets` reads whichever configuration is asked for); the
+    whole snapshot only when the card has no `configs:`, or a configuration that needs it names
+    no files (then `datasets` infers the files from the whole repository). The second fetch asks
+    for the commit the first resolved, so both parts come from one commit.
     """
-    for cache_file in loaded.cache_files:
-        folder = Path(cache_file["filename"]).parent.name
-        if _COMMIT_SHA.fullmatch(folder):
-            return folder
-    return _hub_cache_revision(source.hub, source.revision) or _hub_api_revision(source)
+    from huggingface_hub import snapshot_download
 
-
-def _hub_cache_revision(repo: str, revision: str | None) -> str | None:
-    from huggingface_hub import constants
-
-    repo_dir = Path(constants.HF_HUB_CACHE) / f"datasets--{repo.replace('/', '--')}"
-    wanted = revision or "main"
-    if _COMMIT_SHA.fullmatch(wanted):
-        return wanted if (repo_dir / "snapshots" / wanted).is_dir() else None
     try:
-        sha = (repo_dir / "refs" / wanted).read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    return sha if _COMMIT_SHA.fullmatch(sha) else None
-
-
-def _hub_api_revision(source: HubData) -> str | None:
-    from huggingface_hub import HfApi, constants
-
-    if constants.HF_HUB_OFFLINE:
-        return None
+        card_folder = Path(
+            snapshot_download(
+                source.hub,
+                repo_type="dataset",
+                revision=source.revision,
+                allow_patterns=[HUB_CARD_FILE],
+            )
+        )
+    except Exception as exc:
+        raise _unavailable(source, role, exc) from exc
+    patterns = hub_data_patterns(card_folder / HUB_CARD_FILE, source, role)
+    commit = snapshot_commit(card_folder)
     try:
-        sha = HfApi().dataset_info(source.hub, revision=source.revision, timeout=30).sha
-    except Exception:  # the data is loaded already: an unknown commit is not worth failing for
+        folder = snapshot_download(
+            source.hub,
+            repo_type="dataset",
+            revision=commit or source.revision,
+            allow_patterns=None if patterns is None else [HUB_CARD_FILE, *patterns],
+        )
+    except Exception as exc:
+        raise _unavailable(source, role, exc) from exc
+    return Path(folder)
+
+
+def hub_data_patterns(card: Path, source: HubData, role: str) -> list[str] | None:
+    """The repository file patterns loading `source` reads, from the card's `configs:`; None for
+    "the whole snapshot" (no card, no `configs:`, or a configuration naming no files).
+
+    DatasetInvalid when the configuration asked for (or, without one, a default: the one marked
+    `default`, the only one, or the one named "default") is not in the card, or when any
+    configuration names files outside the repository (absolute, `~`, `..` or a URL): `datasets`
+    would read those from the worker's disk.
+    """
+    configs = _card_configs(card, source, role)
+    if not configs:
         return None
-    return sha if isinstance(sha, str) else None
+    every = [p for config in configs.values() for p in _config_patterns(config) or ()]
+    if not all(_inside_repository(pattern) for pattern in every):
+        raise DatasetInvalid(
+            f"The {role} dataset {describe_hub(source)} has a card whose `configs:` name data "
+            "files outside the dataset repository; it cannot be used."
+        )
+    name = source.config or _default_config(configs)
+    if name is None or name not in configs:
+        asked = f"no configuration {name!r}" if name else "several configurations"
+        raise DatasetInvalid(
+            f"The {role} dataset {describe_hub(source)} has {asked}; name one of "
+            f"{', '.join(repr(c) for c in configs)} in `config`."
+        )
+    patterns: list[str] = []
+    for config in dict.fromkeys((next(iter(configs)), name)):
+        found = _config_patterns(configs[config])
+        if found is None:
+            return None
+        patterns += found
+    return patterns
+
+
+def _card_configs(card: Path, source: HubData, role: str) -> dict[str, dict[str, Any]]:
+    """Configuration name -> its entry of the card's `configs:` list, in card order."""
+    from huggingface_hub.repocard import metadata_load
+
+    if not card.is_file():
+        return {}
+    try:
+        metadata = metadata_load(card) or {}
+    except Exception as exc:
+        raise DatasetInvalid(
+            f"The {role} dataset {describe_hub(source)} has a card whose YAML could not be "
+            f"read: {short_reason(exc)}"
+        ) from exc
+    entries = metadata.get("configs")
+    if not isinstance(entries, list):
+        return {}
+    return {
+        str(entry.get("config_name", "default")): entry
+        for entry in entries
+        if isinstance(entry, dict)
+    }
+
+
+def _default_config(configs: dict[str, dict[str, Any]]) -> str | None:
+    """The configuration `datasets` loads when none is named (as MetadataConfigs decides)."""
+    defaults = [
+        name
+        for name, entry in configs.items()
+        if len(configs) == 1 or name == "default" or entry.get("default")
+    ]
+    return defaults[0] if len(defaults) == 1 else None
+
+
+def _config_patterns(entry: dict[str, Any]) -> list[str] | None:
+    """The file patterns a `configs:` entry reads: its `data_files` (a pattern, a list, or
+    split -> patterns entries), else everything under its `data_dir`; None when it names
+    neither."""
+    if entry.get("data_files") is not None:
+        return list(_strings(entry["data_files"]))
+    data_dir = entry.get("data_dir")
+    if isinstance(data_dir, str):
+        return [data_dir, f"{data_dir.rstrip('/')}/*"]
+    return None
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """The patterns in a `data_files` value; a split name is not one."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key != "split":
+                yield from _strings(item)
+    else:
+        yield str(value)
+
+
+def _inside_repository(pattern: str) -> bool:
+    """Whether a card's file pattern stays inside the repository it is relative to."""
+    text = pattern.strip().replace("\\", "/")
+    if not text or text.startswith(("/", "~")) or ":" in text:
+        return False  # absolute, home-relative, a URL (hf://, file://...) or a drive letter
+    return ".." not in text.split("/")
 
 
 def _load_hub(
     source: HubData,
+    work_dir: Path,
     role: str,
     *,
     sts: bool = False,
     revisions: dict[str, str] | None = None,
     revision_key: str | None = None,
 ) -> Dataset:
-    """Load a Hub split; its resolved commit (resolve_hub_revision) goes into
-    `revisions[revision_key or role]` when known."""
+    """Load a Hub split from the snapshot the Hub client resolved it to (fetch_hub_snapshot);
+    the snapshot's commit goes into `revisions[revision_key or role]`."""
     from datasets import Dataset, load_dataset
 
+    _check_hub_names(source, role)
+    snapshot = fetch_hub_snapshot(source, role)
     try:
         loaded: Any = load_dataset(
-            source.hub, source.config, split=_hub_split(source), revision=source.revision
+            str(snapshot),
+            source.config,
+            split=_hub_split(source),
+            cache_dir=str(Path(work_dir) / ARROW_CACHE),
         )
     except Exception as exc:
         raise DatasetUnavailable(
-            f"The {role} dataset {describe_hub(source)} could not be loaded from the "
-            f"Hugging Face Hub: {short_reason(exc)}"
+            f"The {role} dataset {describe_hub(source)} was found but could not be loaded: "
+            f"{short_reason(exc)}"
         ) from exc
     if not isinstance(loaded, Dataset):
         raise DatasetUnavailable(
             f"The {role} dataset {describe_hub(source)} did not load as a single split."
         )
-    resolved = resolve_hub_revision(source, loaded)
-    pinned = source.revision
-    if pinned and _COMMIT_SHA.fullmatch(pinned) and resolved and resolved != pinned:
-        # Offline, `datasets` falls back to the latest cached commit whatever the pin says.
-        raise DatasetUnavailable(
-            f"The {role} dataset {describe_hub(source)} is pinned to commit {pinned}, but the "
-            f"data that loaded is from commit {resolved} (a cached copy: the pinned commit "
-            "could not be fetched from the Hugging Face Hub)."
-        )
-    if revisions is not None and resolved is not None:
-        revisions[revision_key or role] = resolved
+    commit = snapshot_commit(snapshot)
+    if revisions is not None and commit is not None:
+        revisions[revision_key or role] = commit
     if source.columns:
         missing = [c for c in source.columns if c not in loaded.column_names]
         if missing:

@@ -147,7 +147,8 @@ def run(
 
     Writes the sentence-transformers model folder (safetensors weights, tokenizer, modules, README
     model card with a "Fine-tuned with Embedtune" section) plus metrics.json; returns what was
-    produced.
+    produced. The card quotes rows of the data only with spec.card_examples (see
+    withhold_card_examples).
 
     Without eval data, a seeded share of the training rows is held out as the eval set (see
     data.split_holdout) and not trained on. With an eval set, the eval set is evaluated for the
@@ -313,6 +314,10 @@ def run(
     )
     # With tqdm disabled, transformers prints every log dict to stdout; progress goes to `report`.
     trainer.remove_callback(PrinterCallback)
+    if not spec.card_examples:
+        # The trainer's model card callback collected rows as it was built: drop them before
+        # any save (checkpoints write the card too).
+        withhold_card_examples(model)
     with _out_of_memory_as_error(hp.batch_size, hp.max_seq_length):
         trainer.train(resume_from_checkpoint=_resume_path(checkpoints))
         if stop is not None and stop.reason is not None:
@@ -337,6 +342,8 @@ def run(
 
     output_dir = Path(spec.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if not spec.card_examples:
+        withhold_card_examples(model)  # again, in case anything collected rows since
     model.save(str(output_dir))
     write_metrics(output_dir, metrics, spec.base_model, total_steps)
     used = asdict(hp)
@@ -379,6 +386,28 @@ def run(
         logging_steps=logging_steps,
         hub_revisions=hub_revisions,
     )
+
+
+def withhold_card_examples(model: SentenceTransformer) -> None:
+    """Keep every row of the data out of the model card sentence-transformers writes on save.
+
+    Its card data (model.model_card_data) quotes rows in three places, all collected when the
+    trainer is built: the YAML `widget:` (sentences of the eval or training data), the usage
+    snippet (`usage_examples`, taken from the same sentences and encoded on save) and a
+    "Samples" table of the first rows of each train and eval dataset (`examples`,
+    `examples_table`). Cleared, the widget is empty, the snippet uses sentence-transformers'
+    stock sentences, and each dataset keeps only its size, columns and token statistics.
+    """
+    card = model.model_card_data
+    card.widget = []
+    card.usage_examples = None  # None: run_usage_snippet falls back to its stock sentences
+    card.usage_examples_display = None
+    card.label_example_list = []
+    for info in (*card.train_datasets, *card.eval_datasets):
+        info.pop("examples", None)
+        info.pop("_example_columns", None)
+        info["examples_table"] = ""  # the template shows "Samples" only when this is set
+    card._cached_dict = None
 
 
 def _record_eval_point(record: MetricsRecorder, evaluator: Any, step: int, epoch: float) -> None:

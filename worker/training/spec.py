@@ -38,7 +38,8 @@ class LocalData:
 
 @dataclass(frozen=True)
 class HubData:
-    """A dataset on the Hugging Face Hub, loaded with `datasets.load_dataset` in the worker."""
+    """A dataset on the Hugging Face Hub: `hub` is a repo id (worker.training.names), fetched
+    into the Hugging Face cache by the Hub client and loaded from that snapshot (data.py)."""
 
     hub: str
     config: str | None = None
@@ -123,6 +124,9 @@ class TrainingSpec:
     hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
     model_dirs: tuple[Path, ...] = ()
     checkpoints: CheckpointPolicy | None = None  # None: no checkpoints, no resume
+    # Whether the saved model card may quote rows of the data (widget, usage example, sample
+    # tables); off, it holds sizes and statistics only.
+    card_examples: bool = False
 
 
 @dataclass(frozen=True)
