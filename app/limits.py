@@ -34,6 +34,8 @@ SETTING_NAMES: dict[str, str] = {
     "max_active_jobs": "EMBEDTUNE_MAX_ACTIVE_JOBS",
     "max_upload_bytes": "EMBEDTUNE_MAX_UPLOAD_BYTES",
     "max_dataset_rows": "EMBEDTUNE_MAX_DATASET_ROWS",
+    "max_text_chars": "EMBEDTUNE_MAX_TEXT_CHARS",
+    "max_dataset_uncompressed_bytes": "EMBEDTUNE_MAX_DATASET_UNCOMPRESSED_BYTES",
     "max_epochs": "EMBEDTUNE_MAX_EPOCHS",
     "max_steps": "EMBEDTUNE_MAX_STEPS",
     "max_batch_size": "EMBEDTUNE_MAX_BATCH_SIZE",
@@ -62,6 +64,8 @@ class Limits:
     max_active_jobs: int  # queued + running jobs at once
     max_upload_bytes: int  # bytes of one dataset file
     max_dataset_rows: int  # data rows of one dataset (source rows, and stored triplets for NLI)
+    max_text_chars: int  # characters of one text cell of a dataset
+    max_dataset_uncompressed_bytes: int  # a dataset's data uncompressed (Parquet: as declared)
     max_epochs: int
     max_steps: int
     max_batch_size: int

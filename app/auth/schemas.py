@@ -24,11 +24,17 @@ class TeamCreate(BaseModel):
 class TeamLimits(BaseModel):
     """A team's own limits; a field left null uses the server's setting."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     max_active_jobs: int | None = Field(None, ge=1, description="Queued + running jobs.")
     max_upload_bytes: int | None = Field(None, ge=1, description="Bytes of one dataset file.")
     max_dataset_rows: int | None = Field(None, ge=1, description="Rows of one dataset.")
+    max_text_chars: int | None = Field(
+        None, ge=1, description="Characters of one text cell of a dataset."
+    )
+    max_dataset_uncompressed_bytes: int | None = Field(
+        None, ge=1, description="Bytes of one dataset's data, uncompressed."
+    )
     max_epochs: int | None = Field(None, ge=1, description="Capped at 100.")
     max_steps: int | None = Field(None, ge=1, description="Capped at 10,000,000.")
     max_batch_size: int | None = Field(None, ge=1, description="Capped at 4096.")

@@ -20,26 +20,54 @@ class DatasetFormatError(Exception):
     """
 
     code = "dataset_invalid"  # the error code of the 422 it becomes
+    # The Limits field a limit error is about (named in the 422 with where it comes from).
+    limit_field: str | None = None
     message: str
     details: dict[str, object]
     field: str
 
     def __init__(
-        self, message: str, details: dict[str, object] | None = None, *, field: str = "file"
+        self,
+        message: str,
+        details: dict[str, object] | None = None,
+        *,
+        field: str = "file",
+        limit_field: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.details = dict(details) if details else {}
         self.field = field
+        if limit_field is not None:
+            self.limit_field = limit_field
 
     def __str__(self) -> str:
         return self.message
 
 
 class DatasetTooLarge(DatasetFormatError):
-    """More rows than the team's ``max_dataset_rows``; found while reading, before the rest."""
+    """More rows than the team's ``max_dataset_rows`` (or, with ``limit_field`` set, more
+    uncompressed bytes than ``max_dataset_uncompressed_bytes``); found before the rest is read."""
 
     code = "dataset_too_large"
+    limit_field: str | None = "max_dataset_rows"
+
+
+class TextTooLong(DatasetFormatError):
+    """A text cell longer than the team's ``max_text_chars``, or a line too long to hold a row
+    of such cells; found before the text is held in full."""
+
+    code = "text_too_long"
+    limit_field: str | None = "max_text_chars"
+
+
+def text_too_long(
+    line: int | None, row: int | None, column: str, chars: int, limit: int
+) -> TextTooLong:
+    """``line 3 (row 2): column 'x' has 100001 characters, more than ...`` naming the cell."""
+    details = {**location(line, row), "column": column, "chars": chars, "max_text_chars": limit}
+    problem = f"column '{column}' has {chars} characters, more than the limit of {limit}"
+    return TextTooLong(prefixed(where(line, row), problem), details)
 
 
 def where(line: int | None = None, row: int | None = None) -> str:

@@ -8,8 +8,9 @@ datasets or transformers). The pieces:
 * :mod:`app.datasets.checks` checks each row's values for that shape,
 * :mod:`app.datasets.nli` turns NLI pairs into triplets.
 
-Validation is a bounded stream (one JSONL line, CSV record or Parquet batch at a time), except
-NLI data, whose conversion groups the pairs by premise in memory. Error messages name the line
+Validation is a bounded stream (one JSONL line, CSV record or Parquet batch at a time, each
+bounded by the upload's :class:`~app.datasets.readers.ReadBounds`), except NLI data, whose
+conversion groups the pairs by premise in memory. Error messages name the line
 (JSONL, CSV), the row and the file's column; see :mod:`app.datasets.errors`.
 """
 
@@ -24,7 +25,7 @@ from app.datasets.checks import check_column_types, row_checker
 from app.datasets.errors import DatasetFormatError, DatasetTooLarge, location, prefixed, where
 from app.datasets.formats import FORMATS, DatasetFormat, detect_format
 from app.datasets.nli import TRIPLET_KEYS, NliTriplets
-from app.datasets.readers import NO_ROWS, open_reader
+from app.datasets.readers import NO_ROWS, ReadBounds, open_reader
 from app.datasets.roles import count_negatives, resolve_layout
 
 DatasetKind = Literal["triplet", "pair", "sts"]
@@ -61,6 +62,7 @@ def describe_dataset(
     *,
     converted_path: Path | None = None,
     max_rows: int | None = None,
+    bounds: ReadBounds | None = None,
 ) -> DatasetDescription:
     """Validate the whole file at ``path`` as ``format`` and describe it.
 
@@ -69,12 +71,15 @@ def describe_dataset(
     given for it. Raises :class:`DatasetFormatError` at the first problem found (its ``field``
     says whether the file or the mapping is at fault), :class:`DatasetTooLarge` as soon as the
     file has more than ``max_rows`` rows (NLI: also when it would make more triplets).
+    ``bounds`` (max text characters a cell, max uncompressed bytes) are enforced while reading,
+    before anything outgrows them: TextTooLong naming line, row and column, DatasetTooLarge
+    (see :mod:`app.datasets.readers`); None: not checked.
     ``OSError`` from opening a missing or unreadable path is not a user error and propagates
     unchanged.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown dataset format {format!r}")
-    with open_reader(Path(path), format) as reader:
+    with open_reader(Path(path), format, bounds) as reader:
         columns = reader.columns()
         layout = resolve_layout(columns, column_mapping, reader.header_line)
         if layout.shape == "nli" and converted_path is None:
@@ -130,6 +135,7 @@ __all__ = [
     "DatasetFormatError",
     "DatasetKind",
     "DatasetTooLarge",
+    "ReadBounds",
     "describe_dataset",
     "detect_format",
 ]

@@ -7,25 +7,42 @@ import os
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.datasets.errors import DatasetTooLarge
 from app.datasets.models import Dataset
-from app.datasets.parsing import DatasetFormatError, describe_dataset, detect_format
+from app.datasets.parsing import (
+    DatasetFormatError,
+    ReadBounds,
+    describe_dataset,
+    detect_format,
+)
 from app.datasets.preflight import preflight_report
 from app.datasets.roles import count_negatives, parse_column_mapping
 from app.datasets.schemas import DatasetRead
 from app.datasets.upload import ReceivedUpload
 from app.errors import NotFound, ValidationFailed
 from app.ids import new_id
-from app.limits import limit_source
+from app.limits import Limits, limit_source, limits_for
 from app.settings import Settings
 from app.storage import dataset_key, resolve_key
+
+_LIMIT_HINTS: dict[str, str] = {
+    "max_text_chars": "shorten or split the long texts, or ask for a higher limit",
+}
 
 
 def _invalid(exc: DatasetFormatError) -> ValidationFailed:
     message = f"{exc.field}: {exc.message}"
-    if isinstance(exc, DatasetTooLarge):
-        message += f" ({limit_source('max_dataset_rows')}); split it or ask for a higher limit"
+    if exc.limit_field is not None:
+        hint = _LIMIT_HINTS.get(exc.limit_field, "split it or ask for a higher limit")
+        message += f" ({limit_source(exc.limit_field)}); {hint}"
     return ValidationFailed(message, {"field": exc.field, **exc.details}, code=exc.code)
+
+
+def read_bounds(limits: Limits) -> ReadBounds:
+    """What reading an upload may hold, from the team's limits."""
+    return ReadBounds(
+        max_text_chars=limits.max_text_chars,
+        max_uncompressed_bytes=limits.max_dataset_uncompressed_bytes,
+    )
 
 
 def store_upload(
@@ -36,11 +53,13 @@ def store_upload(
     column_mapping: str | None = None,
     *,
     team_id: str,
-    max_rows: int | None = None,
+    limits: Limits | None = None,
 ) -> Dataset:
     """Validate a received upload (its file already in the uploads folder, within the size
     limit) and keep it for team `team_id`. Raises 422 naming the row, 422 dataset_too_large
-    past ``max_rows`` rows. The received file is moved into place or removed, whatever happens.
+    past the rows or the uncompressed size of ``limits`` (default: the settings'), 422
+    text_too_long for a text over its ``max_text_chars`` (naming the row and
+    column). The received file is moved into place or removed, whatever happens.
 
     ``column_mapping`` is the form field's JSON text (role -> the file's column name). NLI
     pairs are stored converted to triplets (JSON Lines); otherwise the uploaded bytes are kept.
@@ -59,10 +78,16 @@ def store_upload(
             )
         with tmp.open("rb") as fh:
             head = fh.read(4096)
+        limits = limits or limits_for(settings)
         try:
             fmt = detect_format(filename, head)
             description = describe_dataset(
-                tmp, fmt, mapping, converted_path=converted, max_rows=max_rows
+                tmp,
+                fmt,
+                mapping,
+                converted_path=converted,
+                max_rows=limits.max_dataset_rows,
+                bounds=read_bounds(limits),
             )
         except DatasetFormatError as exc:
             raise _invalid(exc) from exc
