@@ -14,6 +14,11 @@ import click
 @click.group()
 def main() -> None:
     """Embedtune: fine-tune sentence-transformer embedding models over a REST API."""
+    from app.settings import PRIVATE_UMASK
+
+    # Every file an Embedtune command makes (database, datasets, checkpoints, archives) is the
+    # service user's alone; the processes it starts inherit the umask.
+    os.umask(PRIVATE_UMASK)
 
 
 @main.command()
@@ -77,7 +82,7 @@ def _team_name(_: click.Context, __: click.Parameter, value: str) -> str:
 
     from app.auth.schemas import TEAM_NAME_MAX, TEAM_NAME_PATTERN
 
-    if len(value) > TEAM_NAME_MAX or not re.match(TEAM_NAME_PATTERN, value):
+    if len(value) > TEAM_NAME_MAX or not re.fullmatch(TEAM_NAME_PATTERN, value):
         raise click.BadParameter(
             f"letters, digits, '.', '_' and '-', at most {TEAM_NAME_MAX} characters"
         )
@@ -105,15 +110,15 @@ def keys_create(team: str) -> None:
 @keys.command("revoke")
 @click.argument("key")
 def keys_revoke(key: str) -> None:
-    """Revoke KEY: a key id (key_...), a prefix (et_...) or the whole key."""
+    """Revoke KEY: a key id (key_...) or a prefix (et_...), never the whole key."""
     from app.auth import service
     from app.db.session import unit_of_work
-    from app.errors import NotFound
+    from app.errors import NotFound, ValidationFailed
 
     with unit_of_work() as session:
         try:
             row = service.revoke_key(session, service.find_key(session, key))
-        except NotFound as exc:
+        except (NotFound, ValidationFailed) as exc:
             raise click.ClickException(exc.message) from None
     click.echo(f"revoked {row.id} ({row.prefix}...) at {row.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
 

@@ -18,5 +18,8 @@ def _session() -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(_session)]
+# scope="function": the unit of work commits before the response is sent. With the default
+# ("request") it would commit after, and a client could act on a 200 (a revoked key, say)
+# before the write it reports is visible to its next request.
+SessionDep = Annotated[Session, Depends(_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

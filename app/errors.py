@@ -24,12 +24,21 @@ class AppError(Exception):
     # Response headers the error needs (WWW-Authenticate on a 401, say).
     headers: dict[str, str] | None = None
 
-    def __init__(self, message: str, details: Any = None, *, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        details: Any = None,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
         if code is not None:
             self.code = code
+        if headers is not None:
+            self.headers = headers
 
 
 class Unauthorized(AppError):
@@ -58,6 +67,13 @@ class Conflict(AppError):
 class PayloadTooLarge(AppError):
     status_code = 413
     code = "payload_too_large"
+
+
+class TooManyRequests(AppError):
+    """429; the instance's headers carry Retry-After."""
+
+    status_code = 429
+    code = "too_many_requests"
 
 
 class ValidationFailed(AppError):
@@ -146,14 +162,35 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return details
 
 
+def app_error_response(exc: AppError) -> JSONResponse:
+    return JSONResponse(
+        error_body(exc.code, exc.message, exc.details),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+def database_error_response(exc: DBAPIError) -> JSONResponse:
+    """503 database_unavailable (with Retry-After) when the database cannot be reached, 500
+    for any other database error."""
+    if not exc.connection_invalidated and not isinstance(exc, OperationalError):
+        log.exception("database error")
+        return JSONResponse(
+            error_body("internal_error", "An unexpected database error occurred."),
+            status_code=500,
+        )
+    log.warning("database unavailable: %s", exc)
+    return JSONResponse(
+        error_body("database_unavailable", "The database is unavailable; try again shortly."),
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.code, exc.message, exc.details),
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
+        return app_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -181,18 +218,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database_down(_: Request, exc: DBAPIError) -> JSONResponse:
-        if not exc.connection_invalidated and not isinstance(exc, OperationalError):
-            log.exception("database error")
-            return JSONResponse(
-                error_body("internal_error", "An unexpected database error occurred."),
-                status_code=500,
-            )
-        log.warning("database unavailable: %s", exc)
-        return JSONResponse(
-            error_body("database_unavailable", "The database is unavailable; try again shortly."),
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+        return database_error_response(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

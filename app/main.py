@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +19,10 @@ from app.idempotency.service import purge_expired
 from app.jobs import router as jobs_router
 from app.jobs.dispatch import dispatch_pending
 from app.jobs.leases import sweep
-from app.settings import get_settings
+from app.security.docs import docs_router
+from app.security.guard import RequestGuard
+from app.security.redact import install_log_redaction
+from app.settings import PRIVATE_UMASK, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +57,23 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
+    settings = get_settings()
+    # Datasets, checkpoints and archives this process writes are the service user's alone.
+    os.umask(PRIVATE_UMASK)
     app = FastAPI(
         title="Embedtune",
         version="0.1.0",
         description="Fine-tune sentence-transformer embedding models: upload triplets, "
         "create a job, poll it, download the model.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    install_log_redaction([admin_token])
+    app.add_middleware(RequestGuard, settings=settings)
     install_error_handlers(app)
+    app.include_router(docs_router(app))
     app.include_router(health.router)
     app.include_router(datasets_router.router)
     datasets_router.register_openapi_schemas(app)

@@ -17,6 +17,8 @@ EPOCHS_CAP = 100
 STEPS_CAP = 10_000_000
 BATCH_SIZE_CAP = 4096
 SEQ_LENGTH_CAP = 8192
+# The umask of every Embedtune process: files and folders it makes are the service user's only.
+PRIVATE_UMASK = 0o077
 
 
 class Settings(BaseSettings):
@@ -50,6 +52,37 @@ class Settings(BaseSettings):
         ge=1,
         description="Most data rows in one dataset (and triplets made from NLI pairs): 422 "
         "dataset_too_large above it.",
+    )
+    max_text_chars: int = Field(
+        100_000,
+        ge=1,
+        description="Longest text in one cell of an uploaded dataset, in characters: 422 "
+        "naming the row and column above it (JSONL, CSV and Parquet alike).",
+    )
+    max_dataset_uncompressed_bytes: int = Field(
+        4 * 1024 * 1024 * 1024,
+        gt=0,
+        description="Largest uncompressed size of one uploaded dataset's data, in bytes: a "
+        "Parquet file declaring more in its metadata is refused (422 dataset_too_large) "
+        "before any of it is read, and text files are counted as they are read.",
+    )
+    max_json_bytes: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="Largest JSON request body, in bytes: 413 payload_too_large, counted "
+        "while the body streams in (with or without Content-Length).",
+    )
+    auth_failures_per_minute: int = Field(
+        20,
+        ge=1,
+        description="Failed authentications (API keys and the admin token alike) one client "
+        "address may make in a minute before it gets 429 with Retry-After.",
+    )
+    uploads_per_team: int = Field(
+        4,
+        ge=1,
+        description="Uploads one team may have in progress at once in one API process: 429 "
+        "with Retry-After above it, so one team cannot starve the others.",
     )
     max_active_jobs: int = Field(
         10,

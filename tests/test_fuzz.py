@@ -26,6 +26,7 @@ answered.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from collections import Counter, defaultdict
@@ -38,7 +39,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis.errors import Unsatisfiable
+from hypothesis.errors import Flaky, Unsatisfiable
 from hypothesis.strategies import SearchStrategy
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -314,6 +315,61 @@ def test_api_without_a_valid_credential_is_401(pg_stack: Stack, fuzz_targets: Ta
 
     schema = _load(pg_stack.base_url, security_parameters=True)
     assert _fuzz(schema, [GenerationMode.POSITIVE], UNAUTHENTICATED_SETTINGS, call) >= 17
+
+
+STATEFUL_SETTINGS = settings(
+    max_examples=15,
+    stateful_step_count=6,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    phases=[Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+
+
+def test_api_flows_conform_to_the_schema(
+    pg_stack: Stack, fuzz_targets: Targets, existing: Existing
+) -> None:
+    """The stateful phase: sequences of calls that follow the schema's links (the id a create
+    returns, fed to the operations on that resource: upload -> get; create job -> get, events,
+    metrics, cancel, model; create team -> keys, limits; create key -> revoke), valid and
+    invalid data alike, with the same checks on every response."""
+    schema = _load(pg_stack.base_url, security_parameters=False)
+    assert schema.statistic.transitions.total >= 10  # the links are there and were read
+
+    calls: Counter[tuple[str, int]] = Counter()
+
+    class Flows(schema.as_state_machine()):  # type: ignore[misc]
+        def after_call(self, response: schemathesis.Response, case: schemathesis.Case) -> None:
+            calls[(case.operation.label, response.status_code)] += 1
+
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+            base_url, headers = fuzz_targets.for_path(case.operation.path)
+            return {"base_url": base_url, "headers": headers, "timeout": 60}
+
+        def validate_response(  # type: ignore[override]
+            self, response: schemathesis.Response, case: schemathesis.Case, **kwargs: Any
+        ) -> None:
+            try:
+                case.validate_response(response, checks=CHECKS)
+            except BaseException as exc:
+                failures.append(f"=== {case.operation.label} -> {response.status_code} ===\n{exc}")
+                raise
+
+    failures: list[str] = []
+    # A real server's state moves on (a team name taken, a job finished), so Hypothesis' replay
+    # of a scenario can draw differently and call that flaky. As schemathesis' own engine does,
+    # that is no failure by itself: the failures are the checks that failed when they ran,
+    # collected above.
+    with contextlib.suppress(Flaky):
+        Flows.run(settings=STATEFUL_SETTINGS)
+    assert not failures, "\n\n".join(failures)
+    for (label, status), count in sorted(calls.items()):  # shown with -s
+        print(f"{label}: {status} x{count}")
+    # Links were followed to resources that exist: a created id answered on its own path.
+    followed = {label for (label, status), _ in calls.items() if status < 300 and "{" in label}
+    assert followed, calls
 
 
 # --- what the fuzz found, pinned ------------------------------------------------------------

@@ -18,11 +18,19 @@ from app.db.session import get_engine, get_sessionmaker, unit_of_work
 from app.jobs.models import Job
 from app.jobs.states import JobStatus
 from app.queue import get_celery
+from app.settings import PRIVATE_UMASK
 
 log = logging.getLogger(__name__)
 
 celery_app = get_celery()
 celery_app.conf.include = ["worker.tasks"]
+
+
+@worker_init.connect
+def _private_files(**_: Any) -> None:
+    # Checkpoints, models and archives the jobs write are the service user's alone (the pool's
+    # processes inherit the umask).
+    os.umask(PRIVATE_UMASK)
 
 
 @worker_init.connect

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from app.auth import service
-from app.auth.deps import WWW_AUTHENTICATE_HEADER, AdminDep
+from app.auth.deps import UNAUTHORIZED_RESPONSE, WWW_AUTHENTICATE_HEADER, AdminDep
 from app.auth.models import ApiKey
 from app.auth.schemas import (
     ApiKeyCreated,
@@ -18,13 +18,18 @@ from app.auth.schemas import (
     TeamRead,
 )
 from app.deps import SessionDep
+from app.links import links
 
 router = APIRouter(
     prefix="/admin",
     tags=["admin"],
     dependencies=[AdminDep],
     responses={
-        401: {"description": "No admin token, or a wrong one", "headers": WWW_AUTHENTICATE_HEADER},
+        **UNAUTHORIZED_RESPONSE,
+        401: {
+            "description": "No admin token, a wrong one, or a credential in the query string",
+            "headers": WWW_AUTHENTICATE_HEADER,
+        },
         403: {"description": "The admin API is disabled (EMBEDTUNE_ADMIN_TOKEN is unset)"},
     },
 )
@@ -38,7 +43,17 @@ def _key_read(row: ApiKey) -> ApiKeyRead:
     "/teams",
     status_code=status.HTTP_201_CREATED,
     response_model=TeamRead,
-    responses={409: {"description": "A team with this name exists"}},
+    responses={
+        201: links(
+            "team_id",
+            {
+                "CreateKey": ("POST", "/admin/teams/{team_id}/keys"),
+                "ListKeys": ("GET", "/admin/teams/{team_id}/keys"),
+                "SetTeamLimits": ("PUT", "/admin/teams/{team_id}/limits"),
+            },
+        ),
+        409: {"description": "A team with this name exists"},
+    },
 )
 def create_team(payload: TeamCreate, session: SessionDep) -> TeamRead:
     """Create a team. Give it a key with POST /admin/teams/{id}/keys."""
@@ -56,7 +71,10 @@ def list_teams(session: SessionDep) -> TeamList:
     "/teams/{team_id}/keys",
     status_code=status.HTTP_201_CREATED,
     response_model=ApiKeyCreated,
-    responses={404: {"description": "Unknown team"}},
+    responses={
+        201: links("key_id", {"RevokeKey": ("POST", "/admin/keys/{key_id}/revoke")}),
+        404: {"description": "Unknown team"},
+    },
 )
 def create_key(team_id: str, session: SessionDep) -> ApiKeyCreated:
     """A new API key for the team. The response is the only time the whole key is shown."""

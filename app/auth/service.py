@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.auth import keys
 from app.auth.models import ApiKey, Team
 from app.db.base import utcnow
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id
 
 # last_used_at is written at most this often per key, so reads do not each cost a write.
@@ -89,15 +89,27 @@ def list_keys(session: Session, team_id: str | None = None) -> list[ApiKey]:
 
 
 def find_key(session: Session, key_id_or_prefix: str) -> ApiKey:
-    """A key by its id (`key_...`) or its prefix (`et_...`, or the 8-character public id)."""
+    """A key by its id (`key_...`) or its prefix (`et_...`, or the 8-character public id).
+
+    A whole key is refused (422 key_reference_invalid): a secret passed around to revoke it
+    ends up in URLs, logs and shell histories.
+    """
     ref = key_id_or_prefix.strip()
-    prefix = keys.prefix_of(ref) or (ref if ref.startswith(f"{keys.SCHEME}_") else None)
+    whole = keys.prefix_of(ref)
+    if whole is not None:
+        raise ValidationFailed(
+            f"name the key by its id (key_...) or its prefix ({whole}), never the whole key; "
+            "the key you sent may now be in logs: revoke it",
+            {"key": whole},
+            code="key_reference_invalid",
+        )
+    prefix = ref if ref.startswith(f"{keys.SCHEME}_") else None
     candidates = [ref, prefix or f"{keys.SCHEME}_{ref}"]
     row = session.scalars(
         select(ApiKey).where(or_(ApiKey.id == ref, ApiKey.prefix.in_(candidates)))
     ).first()
     if row is None:
-        shown = prefix or ref[:40]  # never echo a whole key's secret
+        shown = prefix or ref[:40]
         raise NotFound(f"API key '{shown}' does not exist", {"key": shown})
     return row
 

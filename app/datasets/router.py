@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, FastAPI, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -15,6 +16,8 @@ from app.datasets.schemas import DatasetList, DatasetRead, DatasetUploadForm, up
 from app.deps import SessionDep, SettingsDep
 from app.idempotency import service as idempotency
 from app.limits import Limits, LimitsDep
+from app.links import links
+from app.security.slots import parsing_limiter, upload_slot
 from app.settings import Settings
 from app.storage import resolve_key, upload_tmp_dir
 
@@ -29,9 +32,15 @@ router = APIRouter(prefix="/datasets", tags=["datasets"], responses=UNAUTHORIZED
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetRead,
     responses={
+        201: links("dataset_id", {"GetDataset": ("GET", "/datasets/{dataset_id}")}),
         413: {
             "description": "The file is larger than the team's upload limit "
             "(payload_too_large); nothing is kept"
+        },
+        429: {
+            "description": "The team already has its most uploads in progress "
+            "(too_many_uploads); retry after `Retry-After` seconds",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
         },
     },
     # The body is read as it streams in (app.datasets.upload), so it is documented here.
@@ -58,17 +67,18 @@ async def upload_dataset(
     A file over the team's upload limit is refused with 413 as soon as it passes the limit
     (by Content-Length, else while it streams); one with more rows than the team's row limit
     with 422 dataset_too_large."""
-    received = await upload.receive_upload(request, upload_tmp_dir(settings), limits)
-    try:
-        form = DatasetUploadForm.model_validate(received.fields)
-    except ValidationError as exc:
-        received.path.unlink(missing_ok=True)
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        ) from exc
-    return await run_in_threadpool(
-        _store, session, settings, limits, team.id, received, form, idempotency_key
-    )
+    limiter = parsing_limiter(request.app)
+    with upload_slot(team.id, settings.uploads_per_team):
+        received = await upload.receive_upload(request, upload_tmp_dir(settings), limits, limiter)
+        try:
+            form = DatasetUploadForm.model_validate(received.fields)
+        except ValidationError as exc:
+            received.path.unlink(missing_ok=True)
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+            ) from exc
+        store = partial(_store, session, settings, limits, team.id, received, form, idempotency_key)
+        return await anyio.to_thread.run_sync(store, limiter=limiter)
 
 
 def _store(
@@ -89,7 +99,7 @@ def _store(
         name,
         column_mapping,
         team_id=team_id,
-        max_rows=limits.max_dataset_rows,
+        limits=limits,
     )
     read = service.to_read(dataset)
     # The upload is hashed while it is stored, so the key is checked only now; a replay

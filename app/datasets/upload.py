@@ -28,7 +28,7 @@ from app.limits import FORM_OVERHEAD_BYTES, Limits, upload_too_large
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 64 * 1024  # one non-file form field
 MAX_PARTS = 100
-_FLUSH_BYTES = 1024 * 1024  # file data written to disk (in a worker thread) in pieces this big
+_FEED_BYTES = 1024 * 1024  # body bytes parsed and written (in a worker thread) in pieces this big
 
 
 @dataclass
@@ -145,8 +145,11 @@ def check_content_length(request: Request, limits: Limits) -> None:
         raise upload_too_large(limits)
 
 
-async def receive_upload(request: Request, tmp_dir: Path, limits: Limits) -> ReceivedUpload:
-    """Stream the request's multipart body: the `file` part into a new file in ``tmp_dir``.
+async def receive_upload(
+    request: Request, tmp_dir: Path, limits: Limits, limiter: anyio.CapacityLimiter | None = None
+) -> ReceivedUpload:
+    """Stream the request's multipart body: the `file` part into a new file in ``tmp_dir``,
+    parsed and written in threads of ``limiter`` (default: anyio's shared pool).
 
     Raises 413 (PayloadTooLarge) once the file passes ``limits.max_upload_bytes`` or the body
     passes it plus FORM_OVERHEAD_BYTES, and 422 (RequestValidationError) for a body that is not
@@ -170,25 +173,27 @@ async def receive_upload(request: Request, tmp_dir: Path, limits: Limits) -> Rec
     try:
         with os.fdopen(fd, "wb") as out:
 
-            def write(data: bytes) -> None:
-                digest.update(data)
-                out.write(data)
-
-            async def flush() -> None:
-                data = bytes(receiver.pending)
+            def feed(data: bytes, last: bool) -> None:
+                # Parsing and writing run in a worker thread: the event loop only moves bytes.
+                parser.write(data)
+                if last:
+                    parser.finalize()
+                pending = bytes(receiver.pending)
                 receiver.pending.clear()
-                await anyio.to_thread.run_sync(write, data)
+                digest.update(pending)
+                out.write(pending)
 
             received = 0
+            buffered = bytearray()
             async for chunk in request.stream():
                 received += len(chunk)
                 if received > body_limit:
                     raise upload_too_large(limits)
-                parser.write(chunk)
-                if len(receiver.pending) >= _FLUSH_BYTES:
-                    await flush()
-            parser.finalize()
-            await flush()
+                buffered += chunk
+                if len(buffered) >= _FEED_BYTES:
+                    await anyio.to_thread.run_sync(feed, bytes(buffered), False, limiter=limiter)
+                    buffered.clear()
+            await anyio.to_thread.run_sync(feed, bytes(buffered), True, limiter=limiter)
         if not receiver.file_seen:
             raise body_invalid(FILE_FIELD, "Field required", "missing")
     except FormParserError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any
 
@@ -38,23 +39,35 @@ def record_event(
 
 
 def list_events(
-    session: Session, job_id: str, *, after: int | None, limit: int
-) -> tuple[list[JobEvent], bool]:
-    """The job's events after event id `after`, oldest first. Returns (page, has_more)."""
-    stmt = select(JobEvent).where(JobEvent.job_id == job_id)
-    if after is not None:
-        stmt = stmt.where(JobEvent.id > after)
-    rows = list(session.scalars(stmt.order_by(JobEvent.id).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    session: Session, job_id: str, *, after: int, limit: int
+) -> tuple[list[tuple[int, JobEvent]], bool]:
+    """The job's events after the first `after` ones, oldest first, each with its position in
+    the job's timeline (1, 2, 3, ...). Returns (page, has_more).
+
+    Clients see positions, never the table's ids: those count across every team's jobs, so
+    their gaps would tell how busy other teams are.
+    """
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+    rows = list(session.scalars(stmt.offset(after).limit(limit + 1)))
+    page = [(after + i + 1, event) for i, event in enumerate(rows[:limit])]
+    return page, len(rows) > limit
 
 
-def encode_cursor(event_id: int) -> str:
-    return f"ev_{event_id}"
+_CURSOR = re.compile(r"ev_([0-9]{1,9})")
+
+
+def encode_cursor(position: int) -> str:
+    return f"ev_{position}"
 
 
 def decode_cursor(cursor: str) -> int:
-    if cursor.startswith("ev_") and cursor[3:].isdigit():
-        return int(cursor[3:])
-    raise ValidationFailed(
-        "cursor: not a cursor returned by GET /jobs/{id}/events", {"field": "cursor"}
-    )
+    """The position a cursor of GET /jobs/{id}/events stands for; 422 invalid_cursor for
+    anything that is not exactly one."""
+    match = _CURSOR.fullmatch(cursor)
+    if match is None:
+        raise ValidationFailed(
+            "cursor: not a cursor returned by GET /jobs/{id}/events",
+            {"field": "cursor"},
+            code="invalid_cursor",
+        )
+    return int(match.group(1))

@@ -21,6 +21,7 @@ from app.jobs.schemas import (
 )
 from app.jobs.states import JobStatus
 from app.limits import LimitsDep
+from app.links import links
 from app.storage import model_archive_path
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAUTHORIZED_RESPONSE)
@@ -31,6 +32,16 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAUTHORIZED_RESPONS
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobRead,
     responses={
+        202: links(
+            "job_id",
+            {
+                "GetJob": ("GET", "/jobs/{job_id}"),
+                "GetJobEvents": ("GET", "/jobs/{job_id}/events"),
+                "GetJobMetrics": ("GET", "/jobs/{job_id}/metrics"),
+                "CancelJob": ("POST", "/jobs/{job_id}/cancel"),
+                "DownloadModel": ("GET", "/jobs/{job_id}/model"),
+            },
+        ),
         429: {
             "description": "The team already has its most queued + running jobs "
             "(too_many_active_jobs); retry after `Retry-After` seconds",
@@ -161,18 +172,18 @@ def job_events(
     team: TeamDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobEventList:
     """The job's timeline, oldest first: queued, started, checkpoint_saved, evaluated, retried,
     cancel_requested, cancelled, failed, succeeded."""
     job = service.get_job(session, job_id, team_id=team.id)
-    after = events.decode_cursor(cursor) if cursor else None
+    after = events.decode_cursor(cursor) if cursor else 0
     page, has_more = events.list_events(session, job.id, after=after, limit=limit)
     return JobEventList(
         data=[
-            JobEventRead(id=e.id, type=e.type, at=e.created_at, attempt=e.attempt, data=e.data)  # type: ignore[arg-type]
-            for e in page
+            JobEventRead(id=n, type=e.type, at=e.created_at, attempt=e.attempt, data=e.data)  # type: ignore[arg-type]
+            for n, e in page
         ],
         has_more=has_more,
-        next_cursor=events.encode_cursor(page[-1].id) if page else cursor,
+        next_cursor=events.encode_cursor(page[-1][0]) if page else cursor,
     )

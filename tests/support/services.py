@@ -105,6 +105,11 @@ def base_env(**settings: str) -> dict[str, str]:
     env.update(
         {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     )
+    # The shared stacks see many deliberate 401s from one address (the tests' own), and
+    # concurrency tests upload many files at once; the throttle and the upload slots are tested
+    # with their own bounds (tests/fast/test_security_http.py, tests/test_security_processes.py).
+    env["EMBEDTUNE_AUTH_FAILURES_PER_MINUTE"] = "100000"
+    env["EMBEDTUNE_UPLOADS_PER_TEAM"] = "100"
     env.update({f"EMBEDTUNE_{k.upper()}": v for k, v in settings.items()})
     return env
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tarfile
 
 import numpy as np
@@ -70,3 +71,21 @@ def test_a_failed_write_keeps_the_previous_archive(tiny_models, tmp_path, monkey
         make_archive(tiny_models / "tiny", archive)
     assert archive.read_bytes() == before
     assert list(tmp_path.iterdir()) == [archive]
+
+
+def test_archive_members_are_0644_and_the_archive_private(tiny_models, tmp_path):
+    import os
+    import stat
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_models / "tiny", model_dir)
+    for path in [model_dir, *model_dir.rglob("*")]:
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)  # what the worker's umask leaves
+    archive = tmp_path / "model.tar.gz"
+    make_archive(model_dir, archive)
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+    assert members and all(m.uid == 0 and m.uname == "" for m in members)
+    assert {m.mode for m in members if m.isfile()} == {0o644}
+    assert {m.mode for m in members if m.isdir()} <= {0o755}

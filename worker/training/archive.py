@@ -39,16 +39,25 @@ def make_archive(model_dir: Path, archive_path: Path) -> ArchiveInfo:
         with os.fdopen(fd, "wb") as raw:
             with tarfile.open(fileobj=raw, mode="w:gz") as tar:
                 for child in sorted(model_dir.iterdir()):
-                    tar.add(child, arcname=child.name, recursive=True)
+                    tar.add(child, arcname=child.name, recursive=True, filter=_portable)
             raw.flush()
             os.fsync(raw.fileno())
-        os.chmod(tmp_path, 0o644)  # mkstemp makes it 0600; the archive is meant to be served
+        os.chmod(tmp_path, 0o600)  # at rest it is the service user's; the API serves it
         info = ArchiveInfo(size_bytes=tmp_path.stat().st_size, sha256=sha256_file(tmp_path))
         os.replace(tmp_path, archive_path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
     return info
+
+
+def _portable(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Members as a downloader expects them, whatever the worker's umask made on disk: files
+    0644, folders 0755, no owner of the worker's."""
+    member.mode = 0o755 if member.isdir() else 0o644
+    member.uid = member.gid = 0
+    member.uname = member.gname = ""
+    return member
 
 
 def sha256_file(path: Path) -> str:

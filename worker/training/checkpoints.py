@@ -17,11 +17,11 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from worker.training.spec import CheckpointPolicy, RunControl, StopReason
 
 COMPLETE_MARKER = "embedtune-complete"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
 def checkpoint_step(path: Path) -> int | None:
-    match = _CHECKPOINT.match(path.name)
+    match = _CHECKPOINT.fullmatch(path.name)
     return int(match.group(1)) if match else None
 
 
