@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import struct
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import pyarrow.parquet as pq
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from tests.support.parquet_tamper import understate_footer  # noqa: E402
 from tests.support.services import base_env, create_api_key, free_port, python_cli  # noqa: E402
 
 MB = 1024 * 1024
@@ -58,15 +58,7 @@ def lying_footer(path: Path) -> Path:
     metadata = pq.ParquetFile(path).metadata
     group = metadata.row_group(0)
     sizes = {group.total_byte_size, *(group.column(j).total_uncompressed_size for j in range(3))}
-    data = bytearray(path.read_bytes())
-    (footer_len,) = struct.unpack("<i", data[-8:-4])
-    start = len(data) - 8 - footer_len
-    footer = bytes(data[start:-8])
-    for size in sizes:
-        encoded = _varint(size << 1)
-        footer = footer.replace(encoded, _padded_varint(100 << 1, len(encoded)))
-    data[start:-8] = footer
-    path.write_bytes(bytes(data))
+    understate_footer(path, sizes)
     return path
 
 
@@ -137,23 +129,6 @@ def large_valid_jsonl(path: Path, rows: int = 1_000_000) -> Path:
             for row in batch.to_pylist():
                 out.write(json.dumps(row) + "\n")
     return path
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _padded_varint(n: int, length: int) -> bytes:
-    out = bytearray()
-    for i in range(length):
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if i < length - 1 else 0))
-    return bytes(out)
 
 
 CASES: list[tuple[str, str, Callable[[Path], Path]]] = [

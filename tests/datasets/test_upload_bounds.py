@@ -5,7 +5,6 @@ understates its sizes). In-process: describe_dataset and the readers on files bu
 from __future__ import annotations
 
 import json
-import struct
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from app.datasets import parquet_bounds
 from app.datasets.errors import DatasetFormatError, DatasetTooLarge, TextTooLong
 from app.datasets.parsing import describe_dataset
 from app.datasets.readers import ReadBounds, open_reader
+from tests.support.parquet_tamper import understate_footer
 
 LIMIT = 1000  # max_text_chars in these tests
 BOUNDS = ReadBounds(max_text_chars=LIMIT, max_uncompressed_bytes=64 * 1024 * 1024)
@@ -60,40 +60,6 @@ def long_string_parquet(path: Path, chars: int, compression: str, **kwargs: Any)
     table = pa.table({c: [c[0] * chars] for c in COLUMNS})
     pq.write_table(table, path, compression=compression, **kwargs)
     return path
-
-
-def understate_footer(path: Path, sizes: list[int]) -> None:
-    """Rewrite the footer so that each of ``sizes`` (declared uncompressed sizes) reads 100.
-
-    Thrift compact varints may carry padding (0x80 continuation bytes), so the new value takes
-    exactly the old one's bytes and no offset moves.
-    """
-
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            byte, n = n & 0x7F, n >> 7
-            out.append(byte | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
-
-    def padded(n: int, length: int) -> bytes:
-        out = bytearray()
-        for i in range(length):
-            byte, n = n & 0x7F, n >> 7
-            out.append(byte | (0x80 if i < length - 1 else 0))
-        return bytes(out)
-
-    data = bytearray(path.read_bytes())
-    (footer_len,) = struct.unpack("<i", data[-8:-4])
-    start = len(data) - 8 - footer_len
-    footer = bytes(data[start:-8])
-    for size in sizes:
-        encoded = varint(size << 1)  # zigzag of a positive i64
-        assert encoded in footer
-        footer = footer.replace(encoded, padded(100 << 1, len(encoded)))
-    data[start:-8] = footer
-    path.write_bytes(bytes(data))
 
 
 # --------------------------------------------------------------------------------------------
