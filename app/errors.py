@@ -145,20 +145,45 @@ def _document_errors(schema: dict[str, Any]) -> None:
     schemas[ERROR_SCHEMA] = definitions
 
 
-def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+def _line_and_column(document: Any, position: int) -> tuple[int, int]:
+    """1-based line and column of character `position` in a JSON document (text or bytes)."""
+    text = document.decode("utf-8", "replace") if isinstance(document, bytes) else str(document)
+    before = text[:position]
+    return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
+
+
+def _not_json_detail(err: dict[str, Any], document: Any) -> dict[str, Any]:
+    """FastAPI reports a body that is not JSON as field "<character offset>": say where."""
+    position = err["loc"][-1] if isinstance(err["loc"][-1], int) else 0
+    line, column = _line_and_column(document, position)
+    reason = (err.get("ctx") or {}).get("error") or "JSON decode error"
+    return {
+        "field": "body",
+        "location": "body",
+        "message": f"the body is not valid JSON: {reason} at line {line}, column {column}",
+        "line": line,
+        "column": column,
+    }
+
+
+def _validation_details(exc: RequestValidationError, content_type: str) -> list[dict[str, Any]]:
     details = []
     for err in exc.errors():
         # loc starts with where the value came from (body, query, path); the rest is the
         # field path as the client spelled it.
         loc = [str(part) for part in err.get("loc", ())]
         where, path = (loc[0], loc[1:]) if loc else ("body", [])
-        details.append(
-            {
-                "field": ".".join(path) or where,
-                "location": where,
-                "message": err.get("msg", "invalid"),
-            }
-        )
+        if err.get("type") == "json_invalid":
+            details.append(_not_json_detail(err, exc.body))
+            continue
+        message = err.get("msg", "invalid")
+        if where == "body" and not path and "json" not in content_type:
+            # The body was not read as JSON at all: the header is what is missing.
+            message = (
+                "send the body as JSON with the header `Content-Type: application/json` "
+                f"(got {content_type or 'no Content-Type'})"
+            )
+        details.append({"field": ".".join(path) or where, "location": where, "message": message})
     return details
 
 
@@ -193,8 +218,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return app_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = _validation_details(exc)
+    async def _request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        details = _validation_details(exc, content_type)
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
         return JSONResponse(
             error_body("validation_error", f"Invalid request: {summary}", details),

@@ -198,19 +198,19 @@ def test_unknown_ids_are_404_and_bad_cursor_is_422(pg_stack: Stack) -> None:
     assert pg_stack.client.get("/jobs", params={"limit": 0}).status_code == 422
 
 
-def test_unknown_base_model_fails_with_model_not_found(pg_stack: Stack, datasets) -> None:
-    r = pg_stack.client.post(
-        "/jobs",
-        json=_job(train_dataset=datasets["triplet"], base_model="no-such-org/no-such-model"),
-    )
-    assert r.status_code == 202
-    final, _ = wait_for_job(pg_stack.client, r.json()["id"])
-    assert final["status"] == "failed", final
-    assert final["error"]["code"] == "model_not_found"
-    assert "no-such-org/no-such-model" in final["error"]["message"]
-    assert final["finished_at"] is not None and final["model"] is None
-    download = pg_stack.client.get(f"/jobs/{final['id']}/model")
-    assert download.status_code == 409
+def test_unknown_base_model_is_refused_at_creation(pg_stack: Stack, datasets) -> None:
+    """Not in the model dirs and, offline (the stack's HF_HUB_OFFLINE=1), not in the cache: 422
+    at once, with the close local names, instead of a job failing in the worker later."""
+    before = pg_stack.client.get("/jobs", params={"limit": 100}).json()["data"]
+    for name, close in (("no-such-org/no-such-model", []), ("tiny-bret", [TINY_MODEL])):
+        body = _job(train_dataset=datasets["triplet"], base_model=name)
+        r = pg_stack.client.post("/jobs", json=body)
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "model_not_found"
+        assert error["details"]["field"] == "base_model"
+        assert error["details"]["close_matches"][: len(close)] == close
+    assert pg_stack.client.get("/jobs", params={"limit": 100}).json()["data"] == before
 
 
 def test_unreachable_hub_dataset_fails_with_dataset_unavailable(pg_stack: Stack) -> None:

@@ -339,14 +339,12 @@ def test_token_lengths_and_holdout_over_http(
     assert hub.status_code == 202, hub.text
     assert hub.json()["preflight"]["tokens"]["roles"]["train"] == train_stats
 
+    # Offline, a Hub id missing from the cache is refused outright (app.jobs.base_models).
     absent = client.post(
         "/jobs", json={**body, "base_model": "embedtune-test/not-cached", "name": "absent"}
     )
-    assert absent.status_code == 202, absent.text
-    report = absent.json()["preflight"]
-    assert report["tokens"] is None
-    assert [s["field"] for s in report["skipped"]] == ["base_model"]
-    assert "cache" in report["skipped"][0]["reason"]
+    assert absent.status_code == 422, absent.text
+    assert absent.json()["error"]["code"] == "model_not_found"
 
 
 # --- token lengths -----------------------------------------------------------------------------

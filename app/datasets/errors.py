@@ -61,6 +61,42 @@ class TextTooLong(DatasetFormatError):
     limit_field: str | None = "max_text_chars"
 
 
+MAX_PROBLEMS = 20
+
+
+class Problems:
+    """The row problems of one file: the first MAX_PROBLEMS kept, all of them counted, so a
+    rejected upload lists what to fix instead of one problem per attempt."""
+
+    def __init__(self) -> None:
+        self.kept: list[DatasetFormatError] = []
+        self.count = 0
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def add(self, problem: DatasetFormatError) -> None:
+        self.count += 1
+        if len(self.kept) < MAX_PROBLEMS:
+            self.kept.append(problem)
+
+    def raise_any(self) -> None:
+        """Raise the first problem; when there are more, it carries them all in
+        ``details.problems`` (up to MAX_PROBLEMS, each with its ``code``, ``message`` and
+        location) and their number in ``details.problem_count``. Nothing when there is none."""
+        if not self.kept:
+            return
+        first = self.kept[0]
+        if self.count > 1:
+            listed = [{"code": p.code, "message": p.message, **p.details} for p in self.kept]
+            first.message += (
+                f" (and {self.count - 1} more problem(s); the first {len(self.kept)} are in "
+                "details.problems)"
+            )
+            first.details |= {"problem_count": self.count, "problems": listed}
+        raise first
+
+
 def text_too_long(
     line: int | None, row: int | None, column: str, chars: int, limit: int
 ) -> TextTooLong:

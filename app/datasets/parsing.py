@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from app.datasets.checks import check_column_types, row_checker
-from app.datasets.errors import DatasetFormatError, DatasetTooLarge, location, prefixed, where
+from app.datasets.errors import (
+    DatasetFormatError,
+    DatasetTooLarge,
+    Problems,
+    location,
+    prefixed,
+    where,
+)
 from app.datasets.formats import FORMATS, DatasetFormat, detect_format
 from app.datasets.nli import TRIPLET_KEYS, NliTriplets
 from app.datasets.readers import NO_ROWS, ReadBounds, open_reader
@@ -88,13 +95,26 @@ def describe_dataset(
         check_row = row_checker(layout, format)
         triplets = NliTriplets() if layout.shape == "nli" else None
         rows = 0
-        for line, row, values in reader.rows(layout.sources):
-            if max_rows is not None and row > max_rows:
-                raise _too_large(max_rows, line, row)
-            checked = check_row(line, row, values)
-            if triplets is not None:
-                triplets.add(*checked)
-            rows = row
+        problems = Problems()
+        try:
+            for line, row, values in reader.rows(layout.sources):
+                if max_rows is not None and row > max_rows:
+                    raise _too_large(max_rows, line, row)
+                try:
+                    checked = check_row(line, row, values)
+                except DatasetFormatError as exc:  # a bad value: note it, read on
+                    problems.add(exc)
+                    continue
+                if triplets is not None and not problems:
+                    triplets.add(*checked)
+                rows = row
+        except DatasetTooLarge:
+            raise
+        except DatasetFormatError as exc:  # the file cannot be read further
+            if not problems:
+                raise
+            problems.add(exc)
+        problems.raise_any()
     if rows == 0:
         raise DatasetFormatError(NO_ROWS)
     if triplets is None:

@@ -16,6 +16,7 @@ from app.datasets.models import Dataset
 from app.datasets.roles import hub_layout
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id
+from app.jobs.base_models import check_base_model
 from app.jobs.events import EventType, record_event
 from app.jobs.models import Job, JobMetricPoint
 from app.jobs.preflight import HUB_SKIPPED, StoredData, has_errors, job_preflight
@@ -204,8 +205,9 @@ def create_job(
     """Validate the referenced datasets (team `team_id`'s own), run the job preflight on the
     uploaded ones and add a queued job of that team. Raises ValidationFailed (422), code
     preflight_failed when the preflight finds an error (its report in the details), 422
-    limit_exceeded for hyperparameters over the team's `limits` (default: the settings'), and
-    429 too_many_active_jobs when the team already has its most queued + running jobs."""
+    limit_exceeded for hyperparameters over the team's `limits` (default: the settings'), 422
+    model_not_found for a base model the API can tell does not exist (app.jobs.base_models),
+    and 429 too_many_active_jobs when the team already has its most queued + running jobs."""
     datasets = {
         field: _check_dataset(session, field, getattr(payload, field), team_id)
         for field in ("train_dataset", "eval_dataset", "test_dataset", "sts_dataset")
@@ -221,6 +223,7 @@ def create_job(
     hyperparameters = payload.hyperparameters
     check_hyperparameters(limits, hyperparameters.model_dump(), hyperparameters.model_fields_set)
     check_active_jobs(limits, count_active_jobs(session, team_id))
+    check_base_model(payload.base_model, settings.model_dirs)
     report = _preflight(settings, payload, datasets)
     job = Job(
         id=new_id("job"),

@@ -570,7 +570,13 @@ def test_parquet_whitespace_value_row_counts_across_batches(tmp_path: Path) -> N
 def test_parquet_reports_the_earliest_bad_row_across_columns(tmp_path: Path) -> None:
     table = pa.table({"anchor": ["a", "b", ""], "positive": ["x", "", "z"]})
     error = format_error(write_parquet(tmp_path / "x.parquet", table), "parquet")
-    assert error.details == {"row": 2, "column": "positive"}
+    assert {k: error.details[k] for k in ("row", "column")} == {"row": 2, "column": "positive"}
+    # Every problem is listed, not only the first.
+    assert error.details["problem_count"] == 2
+    assert [(p["row"], p["column"]) for p in error.details["problems"]] == [
+        (2, "positive"),
+        (3, "anchor"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,10 @@ from app.db import session as db_session
 from app.queue import get_celery
 from app.settings import get_settings
 from tests.support.services import auth_headers
+from tests.support.tiny_model import build_tiny_model
 
 TEMPLATE_DB = "embedtune.db"
+FAST_MODEL = "tiny"
 
 
 def _clear_caches() -> None:
@@ -36,9 +38,18 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory with the tiny offline BERT sentence-transformer as `tiny`: the API
+    checks that a job's base model exists."""
+    root = tmp_path_factory.mktemp("fast-models")
+    build_tiny_model(root / FAST_MODEL)
+    return root
+
+
 @pytest.fixture
 def settings_env(
-    tmp_path: Path, migrated_template: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, migrated_template: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[str, str]]:
     """EMBEDTUNE_* for this test's data dir and database; add more with monkeypatch.setenv
     before using `app`/`client` (settings are read when the app is made)."""
@@ -47,6 +58,7 @@ def settings_env(
     shutil.copy(migrated_template, data_dir / TEMPLATE_DB)
     env = {
         "EMBEDTUNE_DATA_DIR": str(data_dir),
+        "EMBEDTUNE_MODEL_DIRS": str(model_dir),
         "EMBEDTUNE_BROKER_URL": f"filesystem://{tmp_path / 'broker'}",
         "EMBEDTUNE_QUEUE": "fast-tests",
     }
@@ -55,6 +67,11 @@ def settings_env(
             monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    # No Hub from tests: the libraries read this at import, so their copy is patched too.
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     _clear_caches()
     yield env
     db_session.get_engine().dispose()
