@@ -1,4 +1,5 @@
-"""`embedtune`: api, worker, migrate, and `local`, the all-in-one mode for one machine."""
+"""`embedtune`: api, worker, migrate, keys and `local` (the all-in-one mode for one machine) on
+the server; `datasets` and `jobs` (app.cli_remote) anywhere, through the API."""
 
 from __future__ import annotations
 
@@ -10,15 +11,38 @@ from pathlib import Path
 
 import click
 
+from app.cli_remote import datasets, jobs
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+
 
 @click.group()
-def main() -> None:
+@click.option(
+    "--url",
+    envvar="EMBEDTUNE_URL",
+    default=DEFAULT_API_URL,
+    show_default=True,
+    help="The API the datasets and jobs commands talk to [env EMBEDTUNE_URL].",
+)
+@click.option(
+    "--api-key",
+    envvar="EMBEDTUNE_API_KEY",
+    default=None,
+    help="Your team's API key, for the datasets and jobs commands [env EMBEDTUNE_API_KEY].",
+)
+@click.pass_context
+def main(ctx: click.Context, url: str, api_key: str | None) -> None:
     """Embedtune: fine-tune sentence-transformer embedding models over a REST API."""
     from app.settings import PRIVATE_UMASK
 
     # Every file an Embedtune command makes (database, datasets, checkpoints, archives) is the
     # service user's alone; the processes it starts inherit the umask.
     os.umask(PRIVATE_UMASK)
+    ctx.obj = {"url": url, "api_key": api_key}
+
+
+main.add_command(datasets)
+main.add_command(jobs)
 
 
 @main.command()
@@ -75,6 +99,27 @@ def migrate(revision: str, downgrade_to: str | None) -> None:
 @main.group()
 def keys() -> None:
     """Teams' API keys: create (shown once), list, revoke. Uses the configured database."""
+    require_database()
+
+
+def require_database() -> None:
+    """Refuse, naming the settings, when no database is configured: no EMBEDTUNE_DATABASE_URL
+    and no SQLite file in the data dir yet. Connecting would create an empty SQLite file (and
+    the data dir) wherever the command runs, then fail on the missing tables."""
+    from app.settings import get_settings
+
+    settings = get_settings()
+    if settings.database_url:
+        return
+    sqlite_file = settings.data_dir / "embedtune.db"
+    if not sqlite_file.is_file():
+        raise click.ClickException(
+            f"no database configured: EMBEDTUNE_DATABASE_URL is not set and there is no "
+            f"SQLite database at {sqlite_file.resolve()} (EMBEDTUNE_DATA_DIR, default "
+            f"./embedtune-data). Set EMBEDTUNE_DATABASE_URL to the deployment's database, or "
+            f"EMBEDTUNE_DATA_DIR to the data dir of a local install, or create the SQLite "
+            f"database with `embedtune migrate`."
+        )
 
 
 def _team_name(_: click.Context, __: click.Parameter, value: str) -> str:

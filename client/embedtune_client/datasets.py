@@ -1,0 +1,86 @@
+"""`client.datasets`: upload, list and get training data."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from embedtune_client.models import Dataset
+
+if TYPE_CHECKING:
+    from embedtune_client.client import Client
+
+# The API's dataset ids: "ds_" and 24 hex digits.
+DATASET_ID = re.compile(r"ds_[0-9a-f]{8,64}")
+
+
+def is_local_file(value: object) -> bool:
+    """Whether `value`, given where a dataset id is expected, names a local file to upload:
+    any Path, or a string that is not a dataset id and names an existing file."""
+    if isinstance(value, Path):
+        return True
+    return isinstance(value, str) and not DATASET_ID.fullmatch(value) and os.path.isfile(value)
+
+
+class Datasets:
+    """Datasets of the API key's team."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def upload(
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        column_mapping: dict[str, str] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Dataset:
+        """Upload a JSONL, CSV or Parquet file; returns the validated dataset (rows, kind, ...).
+
+        `name` defaults to the file name on the server; `column_mapping` maps roles to your
+        column names ({"anchor": "query", ...}). The request carries an Idempotency-Key (a new
+        UUID unless given), so retrying after a lost connection never stores the file twice.
+        Raises ValidationError (422, e.g. code `dataset_invalid`) for a file the API refuses.
+        """
+        file_path = Path(path)
+        key = idempotency_key or str(uuid.uuid4())
+        form: dict[str, str] = {}
+        if name is not None:
+            form["name"] = name
+        if column_mapping is not None:
+            form["column_mapping"] = json.dumps(column_mapping)
+        opened: list[IO[bytes]] = []
+
+        def build() -> dict[str, Any]:
+            handle = file_path.open("rb")  # afresh for every attempt: a retry resends it all
+            opened.append(handle)
+            return {"files": {"file": (file_path.name, handle)}, "data": form}
+
+        try:
+            body = self._client.request(
+                "POST", "/datasets", headers={"Idempotency-Key": key}, build=build
+            )
+        finally:
+            for handle in opened:
+                handle.close()
+        return Dataset.model_validate(body)
+
+    def list(self) -> builtins.list[Dataset]:
+        """All the team's datasets, newest first."""
+        body = self._client.request("GET", "/datasets")
+        return [Dataset.model_validate(item) for item in body["data"]]
+
+    def get(self, dataset_id: str) -> Dataset:
+        """One dataset; NotFoundError for an unknown id."""
+        return Dataset.model_validate(self._client.request("GET", f"/datasets/{dataset_id}"))
+
+    def resolve(self, value: Any) -> Any:
+        """`value` as the job body takes it: a local file is uploaded and becomes its id; ids,
+        Hub references (dicts) and None pass through."""
+        return self.upload(value).id if is_local_file(value) else value

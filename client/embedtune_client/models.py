@@ -1,0 +1,130 @@
+"""Typed views of the API's responses. Lenient on purpose: fields the server adds later are
+kept (extra="allow") rather than refused, so an older client keeps working."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL_EVENTS: frozenset[str] = TERMINAL_STATUSES
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+class Dataset(_Model):
+    """An uploaded dataset (POST /datasets, GET /datasets/{id})."""
+
+    id: str
+    name: str
+    format: str
+    kind: str
+    columns: list[str] = []
+    rows: int
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+    column_mapping: dict[str, str] | None = None
+    preflight: dict[str, Any] | None = None
+
+
+class Progress(_Model):
+    """A running job's progress. `phase` is set by servers that report one."""
+
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float | None = None
+    phase: str | None = None
+
+
+class JobErrorInfo(_Model):
+    code: str
+    message: str
+
+
+class ModelArtifact(_Model):
+    url: str
+    size_bytes: int
+    sha256: str
+
+
+class Job(_Model):
+    """A fine-tuning job (GET /jobs/{id}). Datasets are ids (str) or Hub references (dict)."""
+
+    id: str
+    status: JobStatus
+    name: str | None = None
+    base_model: str
+    train_dataset: str | dict[str, Any]
+    eval_dataset: str | dict[str, Any] | None = None
+    test_dataset: str | dict[str, Any] | None = None
+    sts_dataset: str | dict[str, Any] | None = None
+    hyperparameters: dict[str, Any] = {}
+    metadata: dict[str, str] = {}
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: Progress | None = None
+    metrics: dict[str, Any] | None = None
+    error: JobErrorInfo | None = None
+    model: ModelArtifact | None = None
+    attempt: int = 0
+    cancel_requested_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class JobList(_Model):
+    data: list[Job]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class JobEvent(_Model):
+    """One entry of a job's timeline; `id` is its position (1, 2, 3, ...) in the job."""
+
+    id: int
+    type: str
+    at: datetime
+    attempt: int | None = None
+    data: dict[str, Any] = {}
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_EVENTS
+
+
+class JobEventList(_Model):
+    data: list[JobEvent]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class ProgressUpdate(_Model):
+    """A live progress message of `jobs.stream()`: the job's status and progress now."""
+
+    status: JobStatus
+    progress: Progress | None = None
+
+
+class JobMetrics(_Model):
+    """GET /jobs/{id}/metrics: loss and eval curves (lists of points, as dicts) and, once the
+    job has them, the base vs fine-tuned metrics with their difference (`final`)."""
+
+    job_id: str
+    status: JobStatus
+    total_steps: int | None = None
+    train: list[dict[str, Any]] = []
+    eval: list[dict[str, Any]] = []
+    final: dict[str, Any] | None = None
+
+
+StreamItem = JobEvent | ProgressUpdate
