@@ -53,6 +53,17 @@ def api(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API."""
     import uvicorn
 
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several processes answer /metrics: they must share their counts (prometheus-client's
+        # multiprocess mode), in a folder that is empty at start.
+        import shutil
+
+        from app.settings import get_settings
+
+        folder = get_settings().data_dir / "prometheus-multiproc"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder.resolve())
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers)
 
 

@@ -10,7 +10,13 @@ import threading
 import time
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 from sqlalchemy import update
 
 from app.db.base import utcnow
@@ -18,7 +24,9 @@ from app.db.session import get_engine, get_sessionmaker, unit_of_work
 from app.jobs.models import Job
 from app.jobs.states import JobStatus
 from app.queue import get_celery
-from app.settings import PRIVATE_UMASK
+from app.settings import PRIVATE_UMASK, get_settings
+from worker import telemetry
+from worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +39,19 @@ def _private_files(**_: Any) -> None:
     # Checkpoints, models and archives the jobs write are the service user's alone (the pool's
     # processes inherit the umask).
     os.umask(PRIVATE_UMASK)
+
+
+@worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    # Before the pool forks: the job processes inherit the multiprocess metrics folder.
+    port = get_settings().worker_metrics_port
+    if telemetry.prepare(port) is None or port is None:
+        return
+    try:
+        telemetry.serve(port)
+    except OSError:
+        # A port in use must not keep the worker from training.
+        log.exception("could not serve worker metrics on port %d", port)
 
 
 @worker_init.connect
@@ -94,6 +115,36 @@ def _request_handbacks(sender: str, **_: Any) -> None:
             log.exception("could not ask the running jobs to hand themselves back")
 
     threading.Thread(target=request, name="handback", daemon=False).start()
+
+
+# This worker's row in worker_heartbeats, kept fresh while the worker runs.
+_heartbeat: Heartbeat | None = None
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any, **_: Any) -> None:
+    global _heartbeat
+    settings = get_settings()
+    controller = getattr(sender, "controller", None)
+    concurrency = int(getattr(controller, "concurrency", None) or settings.worker_concurrency)
+    _heartbeat = Heartbeat(settings, sender.hostname, settings.queue, concurrency)
+    _heartbeat.start()
+
+
+@worker_shutting_down.connect
+def _stop_heartbeat(**_: Any) -> None:
+    # A worker shutting down takes no new job: it stops counting at once. Runs in a signal
+    # handler: the database work goes to a thread.
+    heartbeat = _heartbeat
+    if heartbeat is not None:
+        threading.Thread(target=heartbeat.stop, name="heartbeat-stop", daemon=False).start()
+
+
+@worker_shutdown.connect
+def _worker_gone(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
+    telemetry.cleanup()
 
 
 @worker_ready.connect

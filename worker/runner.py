@@ -24,9 +24,10 @@ from app.db.base import utcnow
 from app.db.session import unit_of_work
 from app.jobs.dispatch import dispatch
 from app.jobs.models import Job
-from app.jobs.states import JobStatus, transition
+from app.jobs.states import TERMINAL, JobStatus, transition
 from app.settings import Settings, get_settings
 from app.storage import checkpoints_dir, job_dir, model_archive_path
+from worker import telemetry
 from worker.attempt import Attempt, injected_oom_step
 from worker.metrics import MetricPointWriter
 from worker.progress import ThrottledProgressWriter
@@ -132,13 +133,16 @@ def execute_job(job_id: str, worker_name: str, settings: Settings | None = None)
         row = session.execute(select(Job.hyperparameters, Job.name).where(Job.id == job_id)).one()
     work_dir = job_dir(settings, job_id) / "work"
     keep_checkpoints = False
-    with Attempt(
-        job_id,
-        attempt,
-        lease_s=settings.lease_s,
-        time_limit_s=_time_limit(settings, dict(row.hyperparameters or {})),
-        oom_at_step=injected_oom_step(row.name),
-    ) as control:
+    with (
+        telemetry.running_job(),
+        Attempt(
+            job_id,
+            attempt,
+            lease_s=settings.lease_s,
+            time_limit_s=_time_limit(settings, dict(row.hyperparameters or {})),
+            oom_at_step=injected_oom_step(row.name),
+        ) as control,
+    ):
         current_attempt = control
         try:
             _run_claimed(job_id, attempt, settings, work_dir, control)
@@ -162,6 +166,27 @@ def execute_job(job_id: str, worker_name: str, settings: Settings | None = None)
             shutil.rmtree(work_dir, ignore_errors=True)
             if not keep_checkpoints:
                 shutil.rmtree(checkpoints_dir(settings, job_id), ignore_errors=True)
+    if telemetry.enabled():
+        _observe_end(job_id, attempt)
+
+
+def _observe_end(job_id: str, attempt: int) -> None:
+    """Feed the worker's metrics when this attempt ended the job; never fails the job."""
+    try:
+        with unit_of_work() as session:
+            row = session.execute(
+                select(
+                    Job.status, Job.attempt, Job.started_at, Job.finished_at, Job.error_code
+                ).where(Job.id == job_id)
+            ).one()
+        if row.attempt != attempt or JobStatus(row.status) not in TERMINAL:
+            return
+        duration = None
+        if row.started_at is not None and row.finished_at is not None:
+            duration = (row.finished_at - row.started_at).total_seconds()
+        telemetry.job_ended(row.status, duration, row.error_code)
+    except Exception:
+        log.warning("could not record the metrics of job %s", job_id, exc_info=True)
 
 
 def _stopped(
@@ -248,11 +273,17 @@ def _run_claimed(
 
     writer = ThrottledProgressWriter(job_id, settings.progress_interval_s)
     points = MetricPointWriter(job_id, settings.progress_interval_s, attempt=attempt)
+    started = time.monotonic()
     try:
         result = run(spec, writer, record=points, control=control)
     finally:
         # What was recorded until the end (or the failure) is kept; a failed write is logged.
         points.flush()
+    resumed = spec.checkpoints.resume_from if spec.checkpoints else None
+    telemetry.training_finished(
+        result.total_steps - ((checkpoint_step(resumed) or 0) if resumed else 0),
+        time.monotonic() - started,
+    )
     archive = make_archive(result.model_dir, model_archive_path(settings, job_id))
 
     last = writer.latest
