@@ -12,6 +12,8 @@ from app.db.session import make_engine
 from app.idempotency import models as _idempotency  # noqa: F401
 from app.jobs import models as _jobs  # noqa: F401
 from app.settings import get_settings
+from app.webhooks import models as _webhooks  # noqa: F401
+from app.workers import models as _workers  # noqa: F401
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -13,6 +13,8 @@ from app.datasets import models as _datasets  # noqa: F401
 from app.db.base import Base
 from app.idempotency import models as _idempotency  # noqa: F401
 from app.jobs import models as _jobs  # noqa: F401
+from app.webhooks import models as _webhooks  # noqa: F401
+from app.workers import models as _workers  # noqa: F401
 from tests.support.services import base_env, python_cli
 
 

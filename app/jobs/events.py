@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import ValidationFailed
 from app.jobs.models import JobEvent
+from app.webhooks.outbox import enqueue_event
 
 
 class EventType(StrEnum):
@@ -33,8 +34,11 @@ def record_event(
     attempt: int | None = None,
     **data: Any,
 ) -> JobEvent:
+    """Add an event to job `job_id`'s timeline, and (same transaction: the outbox) a delivery
+    for each of the job's team's webhook endpoints subscribed to it."""
     event = JobEvent(job_id=job_id, type=type_.value, attempt=attempt, data=data)
     session.add(event)
+    enqueue_event(session, event)
     return event
 
 

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import FileResponse
+from sse_starlette.sse import EventSourceResponse
 
 from app.auth.deps import UNAUTHORIZED_RESPONSE, TeamDep
 from app.deps import SessionDep, SettingsDep
@@ -20,6 +21,7 @@ from app.jobs.schemas import (
     JobRead,
 )
 from app.jobs.states import JobStatus
+from app.jobs.stream import job_stream
 from app.limits import LimitsDep
 from app.links import links
 from app.storage import model_archive_path
@@ -37,6 +39,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAUTHORIZED_RESPONS
             {
                 "GetJob": ("GET", "/jobs/{job_id}"),
                 "GetJobEvents": ("GET", "/jobs/{job_id}/events"),
+                "StreamJob": ("GET", "/jobs/{job_id}/stream"),
                 "GetJobMetrics": ("GET", "/jobs/{job_id}/metrics"),
                 "CancelJob": ("POST", "/jobs/{job_id}/cancel"),
                 "DownloadModel": ("GET", "/jobs/{job_id}/model"),
@@ -186,4 +189,76 @@ def job_events(
         ],
         has_more=has_more,
         next_cursor=events.encode_cursor(page[-1][0]) if page else cursor,
+    )
+
+
+# The largest event position a client may resume after (positions are a job's own count).
+_POSITION_MAX = 999_999_999
+# One message of GET /jobs/{id}/stream (keep-alive comments are not messages).
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "The event's position in the job's timeline."},
+        "event": {
+            "type": "string",
+            "description": "An event type of GET /jobs/{id}/events, or `progress`.",
+        },
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "A job event: JobEventRead; progress: {status, progress}.",
+        },
+    },
+    "required": ["id", "event", "data"],
+}
+
+
+@router.get(
+    "/{job_id}/stream",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+            "description": "Server-Sent Events until the job's terminal event: each job event "
+            "as `id: <position>`, `event: <type>`, `data: <the event as in GET "
+            "/jobs/{id}/events>`; progress as `event: progress`, `data: {\"status\", "
+            "\"progress\"}` with the id of the last event sent; keep-alive comments.",
+        },
+        404: {"description": "Unknown job"},
+    },
+)
+def stream_job(
+    job_id: str,
+    team: TeamDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    after: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=_POSITION_MAX,
+            description="Resume after this event position (as `Last-Event-ID`).",
+        ),
+    ] = None,
+    last_event_id: Annotated[
+        int | None,
+        Header(
+            alias="Last-Event-ID",
+            ge=0,
+            le=_POSITION_MAX,
+            description="Sent by EventSource clients when they reconnect: resume after it "
+            "(wins over `after`).",
+        ),
+    ] = None,
+) -> EventSourceResponse:
+    """Follow a job live: its events (ids 1, 2, 3, ... as in GET /jobs/{id}/events) and progress
+    as Server-Sent Events, with keep-alive comments; the stream ends after the terminal event
+    (succeeded, failed, cancelled). Reconnect with `Last-Event-ID` (or `?after=`) to miss
+    nothing. A finished job's stream sends its remaining events and ends."""
+    job = service.get_job(session, job_id, team_id=team.id)
+    start = last_event_id if last_event_id is not None else (after or 0)
+    return EventSourceResponse(
+        job_stream(job.id, after=start, poll_s=settings.stream_poll_s),
+        ping=settings.stream_keepalive_s,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -110,6 +110,12 @@ def base_env(**settings: str) -> dict[str, str]:
     # with their own bounds (tests/fast/test_security_http.py, tests/test_security_processes.py).
     env["EMBEDTUNE_AUTH_FAILURES_PER_MINUTE"] = "100000"
     env["EMBEDTUNE_UPLOADS_PER_TEAM"] = "100"
+    # Webhook tests reach receivers of their own on loopback (refused by default; the refusal
+    # is tested in-process, tests/fast/test_webhooks_api.py), and want deliveries and retries
+    # within seconds, not the production backoff.
+    env["EMBEDTUNE_WEBHOOK_ALLOW_PRIVATE_URLS"] = "1"
+    env["EMBEDTUNE_WEBHOOK_SEND_INTERVAL_S"] = "0.2"
+    env["EMBEDTUNE_WEBHOOK_RETRY_BASE_S"] = "0.2"
     env.update({f"EMBEDTUNE_{k.upper()}": v for k, v in settings.items()})
     return env
 

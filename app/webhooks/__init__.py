@@ -1,0 +1,1 @@
+"""Webhooks: per-team endpoints, an outbox of signed deliveries, and the sender."""
