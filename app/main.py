@@ -19,10 +19,15 @@ from app.idempotency.service import purge_expired
 from app.jobs import router as jobs_router
 from app.jobs.dispatch import dispatch_pending
 from app.jobs.leases import sweep
+from app.metrics.router import install_metrics
 from app.security.docs import docs_router
 from app.security.guard import RequestGuard
 from app.security.redact import install_log_redaction
 from app.settings import PRIVATE_UMASK, get_settings
+from app.ui.router import install_ui
+from app.webhooks import router as webhooks_router
+from app.webhooks.sender import run_sender
+from app.workers.service import prune as prune_heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ def _maintenance_loop(stop: threading.Event) -> None:
             sweep(settings)
             with unit_of_work() as session:
                 purge_expired(session)
+                prune_heartbeats(session)
         except Exception:
             log.exception("job maintenance failed; will retry")
 
@@ -50,6 +56,11 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         target=_maintenance_loop, args=(stop,), name="maintenance", daemon=True
     )
     thread.start()
+    # Webhook deliveries, on their own short interval (app.webhooks.sender).
+    sender = threading.Thread(
+        target=run_sender, args=(stop,), name="webhook-sender", daemon=True
+    )
+    sender.start()
     try:
         yield
     finally:
@@ -72,12 +83,15 @@ def create_app() -> FastAPI:
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else ""
     install_log_redaction([admin_token])
     app.add_middleware(RequestGuard, settings=settings)
+    install_metrics(app)
     install_error_handlers(app)
     app.include_router(docs_router(app))
     app.include_router(health.router)
     app.include_router(datasets_router.router)
     datasets_router.register_openapi_schemas(app)
     app.include_router(jobs_router.router)
+    app.include_router(webhooks_router.router)
     app.include_router(admin_router.router)
+    install_ui(app)
     install_openapi_errors(app)
     return app

@@ -148,10 +148,64 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = Field(
         24 * 3600, ge=3600, description="How long an Idempotency-Key's response is kept."
     )
+    stream_poll_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="How often GET /jobs/{id}/stream looks at the database for new events.",
+    )
+    stream_keepalive_s: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds between keep-alive comments on GET /jobs/{id}/stream, so proxies "
+        "do not cut a quiet stream.",
+    )
+    webhook_allow_private_urls: bool = Field(
+        False,
+        description="Allow webhook URLs that resolve to loopback, link-local or private "
+        "addresses (refused by default: a webhook must not reach the service's own network).",
+    )
+    webhook_progress_interval_s: float = Field(
+        30.0, gt=0, description="Least time between two job.progress webhooks of one job."
+    )
+    webhook_send_interval_s: float = Field(
+        1.0, gt=0, description="How often the API looks for webhook deliveries that are due."
+    )
+    webhook_retry_base_s: float = Field(
+        5.0,
+        gt=0,
+        description="First retry delay of a failed webhook delivery; later ones grow "
+        "(x6, x24, x120, x360, x720, then every x1440) until webhook_retry_for_s has passed.",
+    )
+    webhook_retry_for_s: float = Field(
+        25 * 3600.0,
+        gt=0,
+        description="How long a webhook delivery is retried after it was created before it "
+        "is marked failed.",
+    )
     admin_token: SecretStr | None = Field(
         None,
         description="Bearer token of the admin endpoints (/admin/...: teams and API keys). "
         "Unset: the admin endpoints answer 403 admin_disabled; use `embedtune keys` instead.",
+    )
+
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token GET /metrics requires (401 without it). Unset: /metrics is "
+        "open, like /health.",
+    )
+    worker_metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port on which each worker serves its own Prometheus metrics (running jobs, "
+        "job durations, training throughput, CUDA memory). Unset: no worker metrics server.",
+    )
+    worker_heartbeat_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often a worker records that it is alive; /health counts a worker seen "
+        "within three heartbeats as alive.",
     )
 
     @field_validator("model_dirs", mode="before")

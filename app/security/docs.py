@@ -1,7 +1,9 @@
 """The documentation pages (/docs, /redoc) with a Content-Security-Policy of their own.
 
-The policy allows the pages' scripts by their sha256 (no 'unsafe-inline' for scripts), their
-assets from the CDN they name, and API calls to this origin only.
+The pages' assets (Swagger UI, ReDoc) are served by the API itself from /static/vendor
+(app/ui/static/vendor, refreshed by scripts/vendor-ui-assets): the pages work offline and load
+nothing from elsewhere. The policy allows the pages' inline scripts by their sha256 (no
+'unsafe-inline' for scripts), everything else from this origin only.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
+# Served by app.ui's static mount.
+VENDOR = "/static/vendor"
+FAVICON = "/static/favicon.png"
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
-_INLINE_STYLE = re.compile(r"<style>(.*?)</style>", re.DOTALL)
 
 
 def _hashes(pattern: re.Pattern[str], html: str) -> str:
@@ -31,12 +35,14 @@ def content_security_policy(html: str) -> str:
     return "; ".join(
         [
             "default-src 'none'",
-            f"script-src https://cdn.jsdelivr.net {scripts}".strip(),
-            # Swagger UI and ReDoc set style attributes from their scripts.
-            "style-src https://cdn.jsdelivr.net https://fonts.googleapis.com 'unsafe-inline'",
-            "font-src https://fonts.gstatic.com",
-            "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly",
+            f"script-src 'self' {scripts}".strip(),
+            # Swagger UI and ReDoc set style attributes and add <style> elements from their
+            # scripts, and ReDoc's page has an inline <style>.
+            "style-src 'self' 'unsafe-inline'",
+            "font-src 'self'",
+            "img-src 'self' data:",
             "connect-src 'self'",
+            # ReDoc runs its search index in a worker it makes from a Blob.
             "worker-src blob:",
             "frame-ancestors 'none'",
             "base-uri 'none'",
@@ -54,8 +60,26 @@ def docs_router(app: FastAPI) -> APIRouter:
     """GET /docs (Swagger UI) and GET /redoc, for `app` (created with docs_url=None)."""
     router = APIRouter(include_in_schema=False)
     openapi_url = app.openapi_url or "/openapi.json"
-    swagger = _page(get_swagger_ui_html(openapi_url=openapi_url, title=f"{app.title} - Docs"))
-    redoc = _page(get_redoc_html(openapi_url=openapi_url, title=f"{app.title} - ReDoc"))
+    swagger = _page(
+        get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - Docs",
+            swagger_js_url=f"{VENDOR}/swagger-ui-bundle.js",
+            swagger_css_url=f"{VENDOR}/swagger-ui.css",
+            swagger_favicon_url=FAVICON,
+            # No badge image from validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+    )
+    redoc = _page(
+        get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{VENDOR}/redoc.standalone.js",
+            redoc_favicon_url=FAVICON,
+            with_google_fonts=False,
+        )
+    )
 
     @router.get("/docs")
     def swagger_page() -> HTMLResponse:

@@ -45,7 +45,11 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Paths anyone may read: the health check and the API's own documentation.
-PUBLIC_PATHS = frozenset({"/health", "/docs", "/redoc", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/health", "/metrics", "/docs", "/redoc", "/openapi.json"})
+# The dashboard's pages and the static assets (its own and the docs pages'): shells and files
+# that hold no data; their scripts call the API with the key (app.ui).
+UI_PATH = "/ui"
+PUBLIC_PREFIXES = ("/ui/", "/static/")
 ADMIN_PREFIX = "/admin/"
 # The one route whose body is not JSON: it streams to disk under the upload limit instead.
 UPLOAD_ROUTE = ("POST", "/datasets")
@@ -59,7 +63,7 @@ class _Disconnected(Exception):
 
 def route_kind(path: str) -> str:
     """'public', 'admin' or 'team': which credential the path needs."""
-    if path in PUBLIC_PATHS:
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or path == UI_PATH:
         return "public"
     if path.startswith(ADMIN_PREFIX) or path == ADMIN_PREFIX.rstrip("/"):
         return "admin"

@@ -1,0 +1,1 @@
+"""The web dashboard at /ui: HTML shells and their static assets, data from the JSON API."""
