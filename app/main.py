@@ -80,8 +80,8 @@ def create_app() -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else ""
-    install_log_redaction([admin_token])
+    tokens = (settings.admin_token, settings.metrics_token)
+    install_log_redaction([t.get_secret_value() for t in tokens if t is not None])
     app.add_middleware(RequestGuard, settings=settings)
     install_metrics(app)
     install_error_handlers(app)
