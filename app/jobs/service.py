@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from app import cursors
 from app.datasets.errors import DatasetFormatError
 from app.datasets.models import Dataset
 from app.datasets.roles import hub_layout
@@ -271,30 +269,6 @@ def succeeded_job(session: Session, job_id: str, *, team_id: str) -> Job:
 
 
 _JOB_ID = re.compile(r"job_[0-9a-f]{24}")
-_CURSOR_TEXT = re.compile(r"[A-Za-z0-9_-]{1,200}")
-
-
-def _encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """(created_at, job id) of a cursor _encode_cursor made; 422 invalid_cursor for anything
-    else: other characters, a bad length or padding, a time without a timezone, a bad id."""
-    try:
-        if not _CURSOR_TEXT.fullmatch(cursor) or len(cursor) % 4 == 1:
-            raise ValueError("not base64url")
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        created_text, job_id = raw.decode("ascii").split("|")
-        created = datetime.fromisoformat(created_text)
-        if created.tzinfo is None or not _JOB_ID.fullmatch(job_id):
-            raise ValueError("not a cursor")
-        return created.astimezone(UTC), job_id
-    except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError) as exc:
-        raise ValidationFailed(
-            "cursor: not a cursor returned by GET /jobs", {"field": "cursor"}, code="invalid_cursor"
-        ) from exc
 
 
 def list_jobs(
@@ -305,7 +279,7 @@ def list_jobs(
     if status is not None:
         stmt = stmt.where(Job.status == status.value)
     if cursor:
-        created, job_id = _decode_cursor(cursor)
+        created, job_id = cursors.decode(cursor, _JOB_ID, "GET /jobs")
         stmt = stmt.where(
             or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
         )
@@ -313,7 +287,8 @@ def list_jobs(
     rows = list(session.scalars(stmt))
     has_more = len(rows) > limit
     page = rows[:limit]
-    return page, has_more, (_encode_cursor(page[-1]) if has_more and page else None)
+    next_cursor = cursors.encode(page[-1].created_at, page[-1].id) if has_more and page else None
+    return page, has_more, next_cursor
 
 
 def to_read(job: Job) -> JobRead:

@@ -4,14 +4,13 @@ commit; the request's unit of work does."""
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import secrets
-from datetime import UTC, datetime
 
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
+from app import cursors
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id
 from app.settings import Settings
@@ -106,30 +105,6 @@ def to_created(endpoint: WebhookEndpoint, secret: str) -> WebhookCreated:
 
 
 _MSG_ID = re.compile(r"msg_[0-9a-f]{24}")
-_CURSOR_TEXT = re.compile(r"[A-Za-z0-9_-]{1,200}")
-
-
-def _encode_cursor(delivery: WebhookDelivery) -> str:
-    raw = f"{delivery.created_at.isoformat()}|{delivery.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        if not _CURSOR_TEXT.fullmatch(cursor) or len(cursor) % 4 == 1:
-            raise ValueError("not base64url")
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        created_text, msg_id = raw.decode("ascii").split("|")
-        created = datetime.fromisoformat(created_text)
-        if created.tzinfo is None or not _MSG_ID.fullmatch(msg_id):
-            raise ValueError("not a cursor")
-        return created.astimezone(UTC), msg_id
-    except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError) as exc:
-        raise ValidationFailed(
-            "cursor: not a cursor returned by GET /webhooks/{id}/deliveries",
-            {"field": "cursor"},
-            code="invalid_cursor",
-        ) from exc
 
 
 def list_deliveries(
@@ -147,7 +122,7 @@ def list_deliveries(
     if status is not None:
         stmt = stmt.where(WebhookDelivery.status == status)
     if cursor:
-        created, msg_id = _decode_cursor(cursor)
+        created, msg_id = cursors.decode(cursor, _MSG_ID, "GET /webhooks/{id}/deliveries")
         stmt = stmt.where(
             or_(
                 WebhookDelivery.created_at < created,
@@ -158,7 +133,8 @@ def list_deliveries(
     rows = list(session.scalars(stmt.limit(limit + 1)))
     page = rows[:limit]
     has_more = len(rows) > limit
-    return page, has_more, (_encode_cursor(page[-1]) if has_more and page else None)
+    next_cursor = cursors.encode(page[-1].created_at, page[-1].id) if has_more and page else None
+    return page, has_more, next_cursor
 
 
 def delivery_read(delivery: WebhookDelivery) -> WebhookDeliveryRead:
