@@ -5,9 +5,8 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Iterator
-from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Header, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
@@ -43,14 +42,14 @@ class _Forward(Collector):
         yield from self.source.collect()
 
 
-def _check_token(settings: Settings, authorization: str | None) -> None:
+def check_metrics_token(settings: Settings, token: str | None) -> None:
+    """Passes when EMBEDTUNE_METRICS_TOKEN is unset or `token` is it; 401 otherwise. Checked
+    by app.security.guard before the route, where failures are throttled like other
+    credentials."""
     if settings.metrics_token is None:
         return
-    scheme, _, token = (authorization or "").strip().partition(" ")
     expected = settings.metrics_token.get_secret_value()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.strip().encode(), expected.encode()
-    ):
+    if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
         raise Unauthorized(
             "GET /metrics needs the metrics token: send `Authorization: Bearer <token>` "
             "(EMBEDTUNE_METRICS_TOKEN)."
@@ -71,15 +70,11 @@ def _check_token(settings: Settings, authorization: str | None) -> None:
         },
     },
 )
-def metrics(
-    request: Request,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> PlainTextResponse:
+def metrics(request: Request) -> PlainTextResponse:
     """Prometheus metrics: HTTP requests by route and status, jobs by status, queue depth, live
     workers, failed jobs by error code. Open unless EMBEDTUNE_METRICS_TOKEN is set; then it
     needs `Authorization: Bearer <token>`."""
     settings = get_settings()
-    _check_token(settings, authorization)
     registry = CollectorRegistry()
     folder = multiprocess_dir()
     if folder:

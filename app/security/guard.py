@@ -34,6 +34,7 @@ from app.errors import (
     app_error_response,
     database_error_response,
 )
+from app.metrics.router import check_metrics_token
 from app.security.redact import KEY_QUERY_PARAMS
 from app.security.throttle import AuthThrottle
 from app.settings import Settings
@@ -45,7 +46,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Paths anyone may read: the health check and the API's own documentation.
-PUBLIC_PATHS = frozenset({"/health", "/metrics", "/docs", "/redoc", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/health", "/docs", "/redoc", "/openapi.json"})
+# Prometheus' scrape: open, or behind EMBEDTUNE_METRICS_TOKEN when that is set.
+METRICS_PATH = "/metrics"
 # The dashboard's pages and the static assets (its own and the docs pages'): shells and files
 # that hold no data; their scripts call the API with the key (app.ui).
 UI_PATH = "/ui"
@@ -62,9 +65,11 @@ class _Disconnected(Exception):
 
 
 def route_kind(path: str) -> str:
-    """'public', 'admin' or 'team': which credential the path needs."""
+    """'public', 'metrics', 'admin' or 'team': which credential the path needs."""
     if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or path == UI_PATH:
         return "public"
+    if path == METRICS_PATH:
+        return "metrics"
     if path.startswith(ADMIN_PREFIX) or path == ADMIN_PREFIX.rstrip("/"):
         return "admin"
     return "team"
@@ -124,7 +129,7 @@ class RequestGuard:
                 "up in logs; send the header `Authorization: Bearer <key>` instead"
             )
         kind = route_kind(scope["path"])
-        if kind == "public":
+        if kind == "public" or (kind == "metrics" and self.settings.metrics_token is None):
             return
         client = scope.get("client")
         address = client[0] if client else "unknown"
@@ -133,6 +138,8 @@ class RequestGuard:
         try:
             if kind == "admin":
                 check_admin_token(self.settings, token)
+            elif kind == "metrics":
+                check_metrics_token(self.settings, token)
             else:
                 team = await anyio.to_thread.run_sync(team_for_key, token)
                 scope.setdefault("state", {})[AUTHENTICATED_TEAM] = team

@@ -170,3 +170,13 @@ def test_metrics_is_open_without_a_token_and_documented_as_text(app) -> None:
     assert client_for(app).get("/metrics").status_code == 200
     operation = client_for(app).get("/openapi.json").json()["paths"]["/metrics"]["get"]
     assert "text/plain" in operation["responses"]["200"]["content"]
+
+
+def test_wrong_metrics_tokens_are_throttled_like_other_credentials(app_with) -> None:
+    app = app_with(METRICS_TOKEN="scrape-secret", AUTH_FAILURES_PER_MINUTE="3")
+    client = client_for(app)
+    for _ in range(3):
+        assert client.get("/metrics", headers={"Authorization": "Bearer guess"}).status_code == 401
+    r = client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+    assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_auth_failures"
+    assert int(r.headers["retry-after"]) >= 1
