@@ -9,6 +9,9 @@ per premise in first-seen order; neutral pairs only count towards the premises.
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,32 +50,75 @@ def parse_label(value: Any, column: str, line: int | None, row: int | None) -> i
 class NliTriplets:
     """Collects NLI pairs, then writes the triplets as JSON Lines.
 
-    Grouping by premise needs memory proportional to the data (every distinct premise and
-    hypothesis is held until the end): unlike plain validation this is not a bounded stream.
+    Grouping by premise needs every distinct premise and hypothesis until the end. They are
+    kept in a scratch SQLite file (in ``scratch_dir``, default the system's temporary folder),
+    not in memory, so a large NLI upload costs disk, not API memory. Use it as a context
+    manager (or call ``close()``): the scratch file is removed then.
     """
 
-    def __init__(self) -> None:
-        # premise -> (entailed hypotheses, contradicting hypotheses); dicts keep first-seen
-        # order and deduplicate. Premises keep their order of first appearance.
-        self._premises: dict[str, tuple[dict[str, None], dict[str, None]]] = {}
+    def __init__(self, scratch_dir: Path | None = None) -> None:
+        fd, name = tempfile.mkstemp(prefix="nli-", suffix=".sqlite", dir=scratch_dir)
+        os.close(fd)
+        self._path = Path(name)
+        self._db = sqlite3.connect(self._path, isolation_level=None)
+        # Scratch data, rebuilt on failure: no journal, no fsync; a small page cache.
+        self._db.executescript(
+            """
+            PRAGMA journal_mode = OFF;
+            PRAGMA synchronous = OFF;
+            PRAGMA cache_size = -16384;
+            BEGIN;
+            CREATE TABLE premises (seq INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
+            CREATE TABLE hypotheses (
+                premise INTEGER NOT NULL, label INTEGER NOT NULL, text TEXT NOT NULL,
+                seq INTEGER PRIMARY KEY, UNIQUE (premise, label, text)
+            );
+            """
+        )
         self.source_rows = 0
+
+    def __enter__(self) -> NliTriplets:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+        self._path.unlink(missing_ok=True)
 
     def add(self, premise: str, hypothesis: str, label: int) -> None:
         self.source_rows += 1
-        entailed, contradicting = self._premises.setdefault(premise, ({}, {}))
-        if label == ENTAILMENT:
-            entailed.setdefault(hypothesis, None)
-        elif label == CONTRADICTION:
-            contradicting.setdefault(hypothesis, None)
+        # Premises and hypotheses keep their order of first appearance (their seq).
+        self._db.execute("INSERT OR IGNORE INTO premises (text) VALUES (?)", (premise,))
+        if label in (ENTAILMENT, CONTRADICTION):
+            self._db.execute(
+                "INSERT OR IGNORE INTO hypotheses (premise, label, text) "
+                "SELECT seq, ?, ? FROM premises WHERE text = ?",
+                (label, hypothesis, premise),
+            )
 
     def report(self) -> dict[str, Any]:
         """The conversion record kept on the dataset."""
+        premises, triplets, without_pair = self._db.execute(
+            """
+            SELECT count(*), coalesce(sum(e * c), 0), coalesce(sum(e = 0 OR c = 0), 0)
+            FROM (
+                SELECT p.seq,
+                       count(CASE WHEN h.label = ? THEN 1 END) AS e,
+                       count(CASE WHEN h.label = ? THEN 1 END) AS c
+                FROM premises p LEFT JOIN hypotheses h ON h.premise = p.seq
+                GROUP BY p.seq
+            )
+            """,
+            (ENTAILMENT, CONTRADICTION),
+        ).fetchone()
         return {
             "from": "nli",
             "source_rows": self.source_rows,
-            "premises": len(self._premises),
-            "triplets": sum(len(e) * len(c) for e, c in self._premises.values()),
-            "premises_without_pair": sum(1 for e, c in self._premises.values() if not e or not c),
+            "premises": premises,
+            "triplets": triplets,
+            "premises_without_pair": without_pair,
         }
 
     def write(self, path: Path) -> dict[str, Any]:
@@ -89,10 +135,17 @@ class NliTriplets:
                 "premise, an entailed hypothesis and a contradicting hypothesis of that premise)",
                 {"premises": report["premises"]},
             )
+        rows = self._db.execute(
+            """
+            SELECT p.text, e.text, c.text
+            FROM premises p
+            JOIN hypotheses e ON e.premise = p.seq AND e.label = ?
+            JOIN hypotheses c ON c.premise = p.seq AND c.label = ?
+            ORDER BY p.seq, e.seq, c.seq
+            """,
+            (ENTAILMENT, CONTRADICTION),
+        )
         with Path(path).open("w", encoding="utf-8", newline="\n") as out:
-            for premise, (entailed, contradicting) in self._premises.items():
-                for positive in entailed:
-                    for negative in contradicting:
-                        row = dict(zip(TRIPLET_KEYS, (premise, positive, negative), strict=True))
-                        out.write(json.dumps(row) + "\n")
+            for triplet in rows:
+                out.write(json.dumps(dict(zip(TRIPLET_KEYS, triplet, strict=True))) + "\n")
         return report

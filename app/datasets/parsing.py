@@ -9,14 +9,15 @@ datasets or transformers). The pieces:
 * :mod:`app.datasets.nli` turns NLI pairs into triplets.
 
 Validation is a bounded stream (one JSONL line, CSV record or Parquet batch at a time, each
-bounded by the upload's :class:`~app.datasets.readers.ReadBounds`), except NLI data, whose
-conversion groups the pairs by premise in memory. Error messages name the line
+bounded by the upload's :class:`~app.datasets.readers.ReadBounds`); NLI data is grouped by
+premise in a scratch SQLite file beside the upload, not in memory. Error messages name the line
 (JSONL, CSV), the row and the file's column; see :mod:`app.datasets.errors`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -86,14 +87,18 @@ def describe_dataset(
     """
     if format not in FORMATS:
         raise ValueError(f"unknown dataset format {format!r}")
-    with open_reader(Path(path), format, bounds) as reader:
+    with ExitStack() as stack:
+        reader = stack.enter_context(open_reader(Path(path), format, bounds))
         columns = reader.columns()
         layout = resolve_layout(columns, column_mapping, reader.header_line)
         if layout.shape == "nli" and converted_path is None:
             raise ValueError("NLI data is converted on upload: pass converted_path")
         check_column_types(layout, reader)
         check_row = row_checker(layout, format)
-        triplets = NliTriplets() if layout.shape == "nli" else None
+        triplets = None
+        if layout.shape == "nli":
+            assert converted_path is not None
+            triplets = stack.enter_context(NliTriplets(converted_path.parent))
         rows = 0
         problems = Problems()
         try:
@@ -115,20 +120,20 @@ def describe_dataset(
                 raise
             problems.add(exc)
         problems.raise_any()
-    if rows == 0:
-        raise DatasetFormatError(NO_ROWS)
-    if triplets is None:
-        return DatasetDescription(
-            format=format,
-            kind=_KINDS[layout.shape],
-            columns=columns,
-            text_columns=layout.sources,
-            rows=rows,
-        )
-    assert converted_path is not None
-    if max_rows is not None and triplets.report()["triplets"] > max_rows:
-        raise _too_large(max_rows)
-    conversion = triplets.write(converted_path)
+        if rows == 0:
+            raise DatasetFormatError(NO_ROWS)
+        if triplets is None:
+            return DatasetDescription(
+                format=format,
+                kind=_KINDS[layout.shape],
+                columns=columns,
+                text_columns=layout.sources,
+                rows=rows,
+            )
+        assert converted_path is not None
+        if max_rows is not None and triplets.report()["triplets"] > max_rows:
+            raise _too_large(max_rows)
+        conversion = triplets.write(converted_path)
     return DatasetDescription(
         format=format,
         kind="triplet",

@@ -261,14 +261,34 @@ def test_parse_label_accepts_the_documented_spellings() -> None:
 
 
 def test_nli_triplets_report_counts_premises_lacking_a_pair() -> None:
-    builder = NliTriplets()
-    builder.add("p1", "e1", 0)
-    builder.add("p2", "c1", 2)
-    builder.add("p3", "n1", 1)
-    assert builder.report() == {
+    with NliTriplets() as builder:
+        builder.add("p1", "e1", 0)
+        builder.add("p2", "c1", 2)
+        builder.add("p3", "n1", 1)
+        report = builder.report()
+    assert report == {
         "from": "nli",
         "source_rows": 3,
         "premises": 3,
         "triplets": 0,
         "premises_without_pair": 3,
     }
+
+
+def test_nli_pairs_are_grouped_on_disk_not_in_memory(tmp_path) -> None:
+    """30,000 distinct pairs (~5 MB of text) leave the Python heap nearly untouched: the
+    premises and hypotheses wait in the scratch file, which is gone afterwards."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with NliTriplets(tmp_path) as builder:
+            for i in range(30_000):
+                builder.add(f"premise {i // 3} " + "p" * 80, f"hypothesis {i} " + "h" * 80, i % 3)
+            report = builder.write(tmp_path / "out.jsonl")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report["premises"] == 10_000 and report["triplets"] == 10_000
+    assert peak < 1_000_000, peak
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
