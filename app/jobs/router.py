@@ -183,10 +183,7 @@ def job_events(
     after = events.decode_cursor(cursor) if cursor else 0
     page, has_more = events.list_events(session, job.id, after=after, limit=limit)
     return JobEventList(
-        data=[
-            JobEventRead(id=n, type=e.type, at=e.created_at, attempt=e.attempt, data=e.data)  # type: ignore[arg-type]
-            for n, e in page
-        ],
+        data=[JobEventRead.of(n, e) for n, e in page],
         has_more=has_more,
         next_cursor=events.encode_cursor(page[-1][0]) if page else cursor,
     )

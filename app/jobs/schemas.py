@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from app.settings import BATCH_SIZE_CAP, EPOCHS_CAP, SEQ_LENGTH_CAP, STEPS_CAP
 from worker.training import names
+
+if TYPE_CHECKING:
+    from app.jobs.models import JobEvent
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 # The most rows a Hub reference's `limit` may name (far above any real dataset).
@@ -723,6 +726,17 @@ class JobEventRead(BaseModel):
         "failed {code}; cancelled {reason}; succeeded {sha256, total_steps}.",
         examples=[{"step": 500}],
     )
+
+    @classmethod
+    def of(cls, position: int, event: JobEvent) -> JobEventRead:
+        """Event `event` as clients see it, at `position` in its job's timeline (its id)."""
+        return cls(
+            id=position,
+            type=event.type,  # type: ignore[arg-type]
+            at=event.created_at,
+            attempt=event.attempt,
+            data=event.data,
+        )
 
 
 class JobEventList(BaseModel):

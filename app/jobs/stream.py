@@ -47,13 +47,7 @@ def _look(job_id: str, after: int) -> _Look:
         page, has_more = list_events(session, job_id, after=after, limit=PAGE)
         messages = [
             ServerSentEvent(
-                data=JobEventRead(
-                    id=n,
-                    type=e.type,  # type: ignore[arg-type]
-                    at=e.created_at,
-                    attempt=e.attempt,
-                    data=e.data,
-                ).model_dump_json(),
+                data=JobEventRead.of(n, e).model_dump_json(),
                 event=e.type,
                 id=str(n),
             )

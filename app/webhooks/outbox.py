@@ -135,13 +135,7 @@ def enqueue_event(session: Session, event: JobEvent) -> None:
     )
     data = {
         "job": job_snapshot(session, event.job_id),
-        "event": JobEventRead(
-            id=position or 0,
-            type=event.type,  # type: ignore[arg-type]
-            at=event.created_at,
-            attempt=event.attempt,
-            data=event.data,
-        ).model_dump(mode="json"),
+        "event": JobEventRead.of(position or 0, event).model_dump(mode="json"),
     }
     _add(session, event.job_id, name, endpoints, data)
 
