@@ -4,6 +4,9 @@
 #   docker build --target api    -t embedtune-api    .   # FastAPI + `embedtune migrate`; no torch
 #   docker build --target worker -t embedtune-worker .   # Celery GPU worker; CUDA torch from PyPI
 #
+# The api image holds app/, rules/ (what the API and the worker both apply) and the client package
+# (the CLI's job commands), never worker/: import-linter keeps app/ from importing it.
+#
 # Stages: base -> deps -> api-deps -> api
 #                      -> worker-deps -> worker
 # The *-deps stages install only the dependencies declared in pyproject.toml (the package itself
@@ -24,9 +27,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     EMBEDTUNE_DATA_DIR=/data \
     EMBEDTUNE_MODEL_DIRS=/models
 
-# One non-root user with a fixed uid/gid in both images: api and workers share the /data volume.
-# /data and /hf-cache are created owned by that user so that fresh named volumes mounted there
-# inherit the ownership.
+# One non-root user with a fixed uid/gid in both images. /data (each container's own scratch:
+# the bytes live in the object store) and /hf-cache are created owned by that user, so that
+# fresh named volumes mounted there inherit the ownership.
 # hadolint ignore=DL3013
 RUN groupadd --system --gid 10001 embedtune \
  && useradd --system --uid 10001 --gid embedtune --create-home --home-dir /home/embedtune \
@@ -41,9 +44,10 @@ WORKDIR /app
 # ---------------------------------------------------------------------------------------------
 FROM base AS deps
 
-# Only what dependency resolution needs; stub packages stand in for the source.
+# Only what dependency resolution needs; a stub package stands in for the source. No worker/
+# stub: it would stay behind in the api image, which must not have one.
 COPY pyproject.toml README.md ./
-RUN mkdir -p app worker && touch app/__init__.py worker/__init__.py
+RUN mkdir -p app && touch app/__init__.py
 
 # ---------------------------------------------------------------------------------------------
 FROM deps AS api-deps
@@ -61,12 +65,15 @@ FROM api-deps AS api
 
 COPY alembic.ini ./
 COPY alembic ./alembic
-COPY worker ./worker
+COPY client ./client
+COPY rules ./rules
 COPY app ./app
-# Editable install: `app`/`worker` are imported from /app, next to alembic.ini and alembic/.
+# Editable install: `app`/`rules` are imported from /app, next to alembic.ini and alembic/. The
+# package patterns in pyproject.toml match no worker/ here, which is fine.
 RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . \
- && python -m compileall -q app worker \
- && python -c "import importlib.util, sys; sys.exit('torch found in the api image' if importlib.util.find_spec('torch') else 0)"
+ && python -m compileall -q app rules \
+ && python -c "import importlib.util, sys; bad = [m for m in ('torch', 'worker') if importlib.util.find_spec(m)]; sys.exit(f'api image must not contain {bad}' if bad else 0)" \
+ && python -c "import app.main, app.cli"
 
 # Numeric, so runtimes enforcing runAsNonRoot can verify it (uid of `embedtune` above).
 USER 10001:10001
@@ -96,10 +103,12 @@ ENV HF_HOME=/hf-cache \
 
 COPY alembic.ini ./
 COPY alembic ./alembic
+COPY client ./client
+COPY rules ./rules
 COPY worker ./worker
 COPY app ./app
 RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . \
- && python -m compileall -q app worker
+ && python -m compileall -q app rules worker
 
 # Numeric, so runtimes enforcing runAsNonRoot can verify it (uid of `embedtune` above).
 USER 10001:10001

@@ -1,5 +1,6 @@
-"""`embedtune`: api, worker, migrate, keys and `local` (the all-in-one mode for one machine) on
-the server; `datasets` and `jobs` (app.cli_remote) anywhere, through the API."""
+"""`embedtune`: api, migrate, keys and `local` (the all-in-one mode for one machine) on the
+server, `worker` where worker/ is installed (worker.cli, through the `embedtune.commands` entry
+point); `datasets` and `jobs` (app.cli_remote) anywhere, through the API."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import click
 
 from app.cli_remote import datasets, jobs
+from app.cli_storage import storage
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 
@@ -43,6 +46,24 @@ def main(ctx: click.Context, url: str, api_key: str | None) -> None:
 
 main.add_command(datasets)
 main.add_command(jobs)
+main.add_command(storage)
+
+
+def _add_installed_commands() -> None:
+    # Commands other parts of the install provide, `worker` (worker.cli) above all: the API
+    # image ships no worker/, and then simply has no `worker` command.
+    for entry in entry_points(group="embedtune.commands"):
+        try:
+            command = entry.load()
+        except ModuleNotFoundError as exc:
+            package = entry.value.split(":", 1)[0].split(".", 1)[0]
+            if exc.name is not None and exc.name.split(".", 1)[0] == package:
+                continue  # declared by the package metadata, not shipped in this image
+            raise
+        main.add_command(command, entry.name)
+
+
+_add_installed_commands()
 
 
 @main.command()
@@ -65,32 +86,6 @@ def api(host: str, port: int, workers: int) -> None:
         folder.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder.resolve())
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers)
-
-
-@main.command()
-@click.option("--concurrency", type=int, default=None, help="Jobs at once on this host.")
-@click.option("--loglevel", default="INFO", show_default=True)
-def worker(concurrency: int | None, loglevel: str) -> None:
-    """Run a Celery worker that trains jobs, one job per child process."""
-    from app.settings import get_settings
-    from worker.celery_app import celery_app
-
-    settings = get_settings()
-    argv = [
-        "worker",
-        f"--queues={settings.queue}",
-        f"--concurrency={concurrency or settings.worker_concurrency}",
-        "--pool=prefork",
-        "--prefetch-multiplier=1",
-        "--max-tasks-per-child=1",
-        f"--loglevel={loglevel}",
-        "--without-gossip",
-        "--without-mingle",
-        # Unique per process: a job records the node running it, and a node shutting down asks
-        # exactly its own jobs to hand themselves back.
-        f"--hostname=embedtune-{os.getpid()}@%h",
-    ]
-    celery_app.worker_main(argv=argv)
 
 
 @main.command()
@@ -235,9 +230,8 @@ def local(host: str, port: int, data_dir: Path | None) -> None:
 
     migrations.upgrade(url=env["EMBEDTUNE_DATABASE_URL"])
     _local_key_banner(data_dir, host, port, env["EMBEDTUNE_DATABASE_URL"])
-    worker_proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker", "--concurrency=1"], env=env
-    )
+    # By module, not through the `embedtune.commands` entry point: no package metadata needed.
+    worker_proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "--concurrency=1"], env=env)
     click.echo(
         f"Embedtune local mode\n"
         f"  API:        http://{host}:{port}  (OpenAPI docs at /docs)\n"

@@ -113,7 +113,7 @@ def _when(value: Any) -> str:
 
 @click.group()
 def datasets() -> None:
-    """Upload and list datasets (through the API: --url, --api-key)."""
+    """Upload, list and delete datasets (through the API: --url, --api-key)."""
 
 
 @datasets.command("upload")
@@ -159,12 +159,27 @@ def datasets_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{d.id:<27} {d.kind:<8} {d.rows:>8} {_when(d.created_at):<16} {d.name}")
 
 
+@datasets.command("delete")
+@click.argument("dataset_id")
+@json_option
+@click.pass_context
+@handles_api_errors
+def datasets_delete(ctx: click.Context, dataset_id: str, as_json: bool) -> None:
+    """Delete a dataset and its stored file. Refused (dataset_in_use, exit 1) while a queued or
+    running job uses it."""
+    api_client(ctx).datasets.delete(dataset_id)
+    if as_json:
+        _emit({"dataset": dataset_id, "deleted": True})
+    else:
+        click.echo(f"{dataset_id}: deleted")
+
+
 # --- jobs -------------------------------------------------------------------------------------
 
 
 @click.group()
 def jobs() -> None:
-    """Create, follow, cancel and download fine-tuning jobs (through the API: --url,
+    """Create, follow, cancel, download and delete fine-tuning jobs (through the API: --url,
     --api-key). Exit status: 0 done, 1 API or connection error, 3 job failed, 4 job
     cancelled."""
 
@@ -183,6 +198,13 @@ def jobs() -> None:
     metavar="KEY=VALUE",
     help="A hyperparameter, e.g. --set batch_size=64 --set max_steps=100 (repeatable).",
 )
+@click.option("--gpu-type", default=None, help="Run on workers of this GPU type only.")
+@click.option(
+    "--gpus",
+    type=click.IntRange(1),
+    default=None,
+    help="GPUs of one worker to train on (batch_size stays the global batch) [default: 1].",
+)
 @click.option("--wait", is_flag=True, help="Follow the job until it finishes.")
 @json_option
 @click.pass_context
@@ -196,6 +218,8 @@ def jobs_create(
     sts: str | None,
     name: str | None,
     settings: tuple[str, ...],
+    gpu_type: str | None,
+    gpus: int | None,
     wait: bool,
     as_json: bool,
 ) -> None:
@@ -212,6 +236,12 @@ def jobs_create(
         sts_dataset=_dataset_arg(sts),
         hyperparameters=_settings(settings) or None,
         name=name,
+        resources={
+            key: value
+            for key, value in (("gpu_type", gpu_type), ("gpus", gpus))
+            if value is not None
+        }
+        or None,
     )
     if not wait:
         if as_json:
@@ -323,6 +353,21 @@ def jobs_download(
         _emit({"job": job_id, "path": str(path.resolve()), "extracted": not no_extract})
     else:
         click.echo(str(path))
+
+
+@jobs.command("delete")
+@click.argument("job_id")
+@json_option
+@click.pass_context
+@handles_api_errors
+def jobs_delete(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Delete a finished job with its timeline, metrics and stored model. Refused (job_active,
+    exit 1) while it is queued or running: cancel it first."""
+    api_client(ctx).jobs.delete(job_id)
+    if as_json:
+        _emit({"job": job_id, "deleted": True})
+    else:
+        click.echo(f"{job_id}: deleted")
 
 
 def _summary(job: Job) -> None:

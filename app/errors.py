@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.storage.base import StorageUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -212,7 +214,25 @@ def database_error_response(exc: DBAPIError) -> JSONResponse:
     )
 
 
+def storage_error_response(exc: StorageUnavailable) -> JSONResponse:
+    """503 storage_unavailable (with Retry-After): the object store cannot be used. The
+    message names the store (never credentials); the log has the cause."""
+    log.warning("object store unavailable: %s", exc)
+    return JSONResponse(
+        error_body(
+            "storage_unavailable",
+            f"The object store is unavailable; try again shortly. ({exc})",
+        ),
+        status_code=503,
+        headers={"Retry-After": "10"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StorageUnavailable)
+    async def _storage_down(_: Request, exc: StorageUnavailable) -> JSONResponse:
+        return storage_error_response(exc)
+
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
         return app_error_response(exc)

@@ -57,9 +57,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     )
     thread.start()
     # Webhook deliveries, on their own short interval (app.webhooks.sender).
-    sender = threading.Thread(
-        target=run_sender, args=(stop,), name="webhook-sender", daemon=True
-    )
+    sender = threading.Thread(target=run_sender, args=(stop,), name="webhook-sender", daemon=True)
     sender.start()
     try:
         yield

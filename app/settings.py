@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.routing import GPUS_CAP, check_gpu_type
+
 DEFAULT_DATA_DIR = Path("./embedtune-data")
 
 # Absolute caps on job hyperparameters, the job schema's bounds. The EMBEDTUNE_MAX_* settings
@@ -25,7 +27,40 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EMBEDTUNE_", extra="ignore")
 
     data_dir: Path = Field(
-        DEFAULT_DATA_DIR, description="Uploaded datasets, model artifacts and (locally) SQLite."
+        DEFAULT_DATA_DIR,
+        description="This process's scratch space (partial uploads, job work folders, cached "
+        "datasets) and, in the default setup, the store and the SQLite database too.",
+    )
+    storage_url: str | None = Field(
+        None,
+        description="Where datasets, checkpoints and models are kept: `file:///abs/path` or "
+        "`s3://bucket[/prefix]` (any S3-compatible store; credentials and region from the "
+        "standard AWS environment variables and credential chain). Default: the data dir "
+        "itself (`file://<data dir>`), for one machine. With several machines every API and "
+        "worker process must name the same store.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="Endpoint of a non-AWS S3-compatible store (MinIO, Ceph RGW, R2), e.g. "
+        "`http://minio:9000`. Unset: AWS S3.",
+    )
+    download_redirect: bool = Field(
+        False,
+        description="GET /jobs/{id}/model answers 307 to a short-lived presigned URL of the "
+        "store instead of streaming the model through the API (S3 stores only; a folder store "
+        "always streams).",
+    )
+    download_url_ttl_s: int = Field(
+        300,
+        ge=10,
+        le=7 * 24 * 3600,
+        description="How long a presigned model download URL stays valid, in seconds.",
+    )
+    storage_retry_s: float = Field(
+        120.0,
+        gt=0,
+        description="How long a worker keeps retrying a store that fails before it fails the "
+        "job with storage_unavailable.",
     )
     database_url: str | None = Field(
         None,
@@ -110,6 +145,31 @@ class Settings(BaseSettings):
         "uses its base model's own).",
     )
     worker_concurrency: int = Field(1, ge=1, description="Jobs one worker host runs at once.")
+    # Routing (app.routing). Comma-separated in the environment; NoDecode as for model_dirs.
+    gpu_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="The GPU types this deployment's workers have, comma-separated "
+        "(`a100,h100`): the values a job's resources.gpu_type may take. Empty: the deployment "
+        "names no types, so a job cannot ask for one (422) and runs on any worker.",
+    )
+    max_gpus_per_job: int = Field(
+        8,
+        ge=1,
+        le=GPUS_CAP,
+        description="Most devices one job may ask for (resources.gpus): 422 above it.",
+    )
+    worker_gpu_type: str | None = Field(
+        None,
+        description="This worker's GPU type (`embedtune worker --gpu-type`): it then also takes "
+        "the jobs that ask for that type. Unset: only jobs that ask for no type.",
+    )
+    worker_gpus: int | None = Field(
+        None,
+        ge=1,
+        le=GPUS_CAP,
+        description="Devices this worker has (`embedtune worker --gpus`): it takes jobs asking "
+        "for up to this many. Unset: the visible CUDA devices, 1 on a host without CUDA.",
+    )
     progress_interval_s: float = Field(
         1.0, gt=0, description="Least time between two progress writes of a running job."
     )
@@ -215,6 +275,24 @@ class Settings(BaseSettings):
             return [Path(part) for part in value.split(":") if part.strip()]
         return value
 
+    @field_validator("gpu_types", mode="before")
+    @classmethod
+    def _split_gpu_types(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("gpu_types")
+    @classmethod
+    def _check_gpu_types(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(check_gpu_type(name) for name in value))
+
+    @field_validator("worker_gpu_type", "worker_gpus", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `EMBEDTUNE_WORKER_GPUS=` (say, from a compose file's `${VAR:-}`) means unset.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -222,12 +300,16 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'embedtune.db').resolve()}"
 
     @property
-    def datasets_dir(self) -> Path:
-        return self.data_dir / "datasets"
+    def resolved_storage_url(self) -> str:
+        if self.storage_url:
+            return self.storage_url
+        return f"file://{self.data_dir.resolve()}"
 
     @property
-    def jobs_dir(self) -> Path:
-        return self.data_dir / "jobs"
+    def scratch_dir(self) -> Path:
+        """This process's own scratch space: partial uploads, job work folders, cached copies
+        of datasets. Nothing in it is needed by another process or machine."""
+        return self.data_dir / "scratch"
 
 
 @lru_cache

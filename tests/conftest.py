@@ -15,6 +15,7 @@ import psycopg
 import pytest
 import redis
 
+from tests.support.s3 import S3Server
 from tests.support.services import (
     Process,
     auth_headers,
@@ -166,6 +167,16 @@ def pg_stack(
             for p in stack.processes:
                 p.stop()
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-protocol server (moto_server) with a bucket, for the session."""
+    server = S3Server(tmp_path_factory.mktemp("s3-logs")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,8 +1,8 @@
 """Deployment files: docker-compose.yml (validated by `docker-compose config`) and the Dockerfile.
 
-These guard what breaks a deployment silently: a service starting before migrations ran, workers
-without a GPU or without the shared /data volume, a worker that can't be scaled, torch sneaking
-into the api image, or the worker image missing the CUDA extra.
+These guard what breaks a deployment silently: a service starting before migrations ran or the
+bucket exists, workers without a GPU, api and workers tied to one disk again, a worker that can't
+be scaled, torch sneaking into the api image, or the worker image missing the CUDA extra.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 
-SERVICES = {"postgres", "redis", "migrate", "api", "worker"}
-APP_SERVICES = ("migrate", "api", "worker")
+SERVICES = {"postgres", "redis", "minio", "minio-setup", "migrate", "api", "worker", "worker-h100"}
+APP_SERVICES = ("migrate", "api", "worker", "worker-h100")
+WORKERS = ("worker", "worker-h100")
 
 
 # --------------------------------------------------------------------------- compose helpers
@@ -216,19 +217,53 @@ def test_worker_is_scalable(services: dict[str, Any]) -> None:
     assert not worker.get("ports"), "host ports on the worker prevent --scale worker=N"
 
 
-def test_api_and_workers_share_data_volume_and_models(
+def test_api_and_workers_share_no_volume_only_the_store(
     services: dict[str, Any], config: dict[str, Any]
 ) -> None:
-    data_sources = set()
-    for name in ("api", "worker"):
-        data = _mount_at(services[name], "/data")
-        assert data is not None, f"{name} must mount the data volume at /data"
-        assert _named_volume(config, data.source), f"{name}: /data must be a named volume"
-        assert not data.read_only
-        data_sources.add(data.source)
+    # Workers run on other machines: nothing of theirs may depend on a volume the api has.
+    api_volumes = {m.source for m in _mounts(services["api"]) if _named_volume(config, m.source)}
+    assert not api_volumes, f"the api needs no named volume (scratch only): {api_volumes}"
+    for name in ("api", *WORKERS):
+        assert _mount_at(services[name], "/data") is None, f"{name}: /data is its own scratch"
         models = _mount_at(services[name], "/models")
         assert models is not None and models.read_only, f"{name}: /models must be read-only"
-    assert len(data_sources) == 1, f"api and worker mount different data volumes: {data_sources}"
+    env = services["api"]["environment"]
+    assert env["EMBEDTUNE_STORAGE_URL"].startswith("s3://")
+    assert env["EMBEDTUNE_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"]
+
+
+def test_minio_keeps_its_data_and_the_bucket_exists_before_the_app_starts(
+    services: dict[str, Any], config: dict[str, Any]
+) -> None:
+    minio = services["minio"]
+    data = _mount_at(minio, "/data")
+    assert data and _named_volume(config, data.source), "minio data needs a named volume"
+    assert "ready" in _healthcheck_text(minio)
+    setup = services["minio-setup"]
+    assert setup.get("restart") in ("no", None)
+    script = " ".join(setup.get("entrypoint") or [])
+    assert "mc mb --ignore-existing" in script
+    assert setup["environment"]["BUCKET"] == services["api"]["environment"][
+        "EMBEDTUNE_STORAGE_URL"
+    ].removeprefix("s3://")
+    assert _depends_on(setup) == {"minio": "service_healthy"}
+    for name in ("api", *WORKERS):
+        assert _depends_on(services[name])["minio-setup"] == "service_completed_successfully"
+
+
+def test_a_second_worker_kind_for_another_gpu_type(services: dict[str, Any]) -> None:
+    gpu_types = services["api"]["environment"]["EMBEDTUNE_GPU_TYPES"].split(",")
+    for name in WORKERS:
+        cmd = _command(services[name])
+        gpu_type = cmd[cmd.index("--gpu-type") + 1]
+        gpus = int(cmd[cmd.index("--gpus") + 1])
+        assert gpu_type in gpu_types, f"{name}: --gpu-type {gpu_type} not in {gpu_types}"
+        devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert int(devices[0]["count"]) == gpus, f"{name}: reserves other than --gpus {gpus}"
+    assert _command(services["worker"]) != _command(services["worker-h100"])
+    # The example starts only when asked for (a machine without two h100s would never start it).
+    assert services["worker-h100"].get("profiles") == ["h100"]
 
 
 def test_shared_environment(services: dict[str, Any]) -> None:

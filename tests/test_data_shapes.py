@@ -358,5 +358,5 @@ def test_bad_shaped_files_are_422(
     for key, value in details.items():
         assert error["details"][key] == value, error
     # Nothing was kept: no dataset, no file, no leftover temporary.
-    leftovers = [p.name for p in (pg_stack.data_dir / "uploads").iterdir()]
+    leftovers = [p.name for p in (pg_stack.data_dir / "scratch" / "uploads").iterdir()]
     assert leftovers == [], leftovers

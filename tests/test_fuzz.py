@@ -224,7 +224,10 @@ def _fuzz(
     failures: list[str] = []
     operations = 0
     statuses: dict[str, Counter[int]] = defaultdict(Counter)
-    for result in schema.get_all_operations():
+    results = list(schema.get_all_operations())
+    # Deletes last: run on existing resources first, they would leave the others only 404s.
+    results.sort(key=lambda r: isinstance(r, Ok) and r.ok().method.upper() == "DELETE")
+    for result in results:
         if not isinstance(result, Ok):
             failures.append(f"=== an operation the schema cannot describe ===\n{result.err()}")
             continue

@@ -65,6 +65,7 @@ def test_503_with_a_clear_error_when_the_database_is_down(pg_stack: Stack, tmp_p
             "status": "degraded",
             "database": "unavailable",
             "broker": "ok",
+            "storage": "ok",
             "workers": None,
         }
         # The key is checked against the database too: 503, not 401.

@@ -192,7 +192,7 @@ def test_dataset_retry_replays_and_stores_nothing(
         assert other.json()["error"]["code"] == "idempotency_key_reused"
     assert _stored_datasets(pg_stack) == stored
     assert len(_datasets_named(client, name)) == 1 and not _datasets_named(client, f"{name}-x")
-    assert not list((pg_stack.data_dir / "uploads").glob("*.part*"))
+    assert not list((pg_stack.data_dir / "scratch" / "uploads").glob("*.part*"))
 
 
 def test_same_key_on_jobs_and_datasets_does_not_clash(

@@ -29,10 +29,10 @@ from app.jobs.preflight import (
     has_errors,
     job_preflight,
 )
+from rules.holdout import held_out_indices, holdout_rows
 from tests.conftest import HUB_MODEL, MINILM_MODEL, TINY_MODEL, Stack
 from tests.support.services import upload
 from tests.support.tiny_model import SNLI_TRIPLETS, read_jsonl
-from worker.training.holdout import held_out_indices, holdout_rows
 
 TRIPLET = ("anchor", "positive", "negative")
 HP = {"epochs": 1, "batch_size": 16, "max_steps": None}

@@ -1,4 +1,9 @@
-"""The HTTP side never imports torch; the training pipeline imports no web, DB or Celery code."""
+"""The layers: the HTTP side never imports torch nor the worker; the training pipeline imports no
+web, DB or Celery code; the shared rules import only the standard library.
+
+The import-linter contracts in pyproject.toml state the layers (scripts/test runs them); these
+tests run them too, and hold rules/ to the standard library by name, not by a list of packages.
+"""
 
 from __future__ import annotations
 
@@ -21,14 +26,55 @@ def test_api_process_does_not_import_torch() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_training_pipeline_is_pure() -> None:
-    forbidden = {"app", "sqlalchemy", "fastapi", "celery", "kombu", "starlette"}
-    for path in (REPO / "worker" / "training").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
+def _imported_modules(path: Path) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
+def test_rules_import_only_the_standard_library() -> None:
+    files = sorted((REPO / "rules").rglob("*.py"))
+    assert len(files) > 3
+    for path in files:
+        for name in _imported_modules(path):
+            top = name.split(".")[0]
+            assert top == "rules" or top in sys.stdlib_module_names, (
+                f"{path.relative_to(REPO)} imports {name}"
+            )
+
+
+def test_the_import_contracts_hold() -> None:
+    """lint-imports: app never imports worker; worker.training no app, SQLAlchemy or Celery;
+    rules no app, worker or third-party package; the client package neither app nor worker."""
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    out = subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert " kept, 0 broken" in out.stdout
+
+
+def test_the_api_image_has_no_worker() -> None:
+    """The Dockerfile's api target copies app/ and rules/, never worker/ (and makes no stub)."""
+    from tests.test_compose import _instructions, _parse_dockerfile
+
+    _args, stages = _parse_dockerfile()
+    instructions = _instructions(stages, "api")
+    sources = [
+        src.strip("./")
+        for keyword, args in instructions
+        if keyword in ("COPY", "ADD")
+        for src in [a for a in args.split() if not a.startswith("--")][:-1]
+    ]
+    assert {"app", "rules"} <= set(sources), sources
+    assert "worker" not in sources, sources
+    runs = " ".join(args for keyword, args in instructions if keyword == "RUN")
+    assert "worker/" not in runs and "worker/__init__.py" not in runs, runs
+    worker_sources = [
+        args for keyword, args in _instructions(stages, "worker") if keyword == "COPY"
+    ]
+    assert any(args.split()[0].strip("./") == "rules" for args in worker_sources)

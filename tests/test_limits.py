@@ -146,7 +146,7 @@ def _assert_413_left_nothing(limited: LimitedApi, r: httpx.Response, before: set
     assert error["code"] == "payload_too_large"
     assert error["details"] == {"limit_bytes": MAX_UPLOAD_BYTES}
     assert "EMBEDTUNE_MAX_UPLOAD_BYTES" in error["message"]
-    assert limited.files("uploads") == set()
+    assert limited.files("scratch/uploads") == set()
     assert limited.files("datasets") == before
 
 
@@ -162,7 +162,7 @@ def test_upload_of_exactly_the_limit_passes_and_one_byte_more_is_413(
     r = _upload(client, exact, chunked=chunked)
     assert r.status_code == 201, r.text
     assert r.json()["size_bytes"] == MAX_UPLOAD_BYTES
-    assert limited.files("uploads") == set()
+    assert limited.files("scratch/uploads") == set()
 
     before = limited.files("datasets")
     r = _upload(client, exact + b"\n", chunked=chunked)  # one blank line more: 1 byte
@@ -211,7 +211,7 @@ def test_rows_at_the_limit_pass_and_one_more_is_422(
     }
     assert "EMBEDTUNE_MAX_DATASET_ROWS" in error["message"]
     assert limited.files("datasets") == before
-    assert limited.files("uploads") == set()
+    assert limited.files("scratch/uploads") == set()
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -34,11 +35,57 @@ log = logging.getLogger(__name__)
 FAULT_OOM = "EMBEDTUNE_FAULT_OOM"
 
 
+# EMBEDTUNE_FAULT_PAUSE=NAME:POINT stops (SIGSTOP) the job process of jobs named NAME when it
+# reaches POINT (`store_model`: trained, model not yet stored), as a host that freezes there
+# would; a test or drill resumes it with SIGCONT. Other jobs and points run normally.
+FAULT_PAUSE = "EMBEDTUNE_FAULT_PAUSE"
+
+
+def pause_if_injected(job_name: str | None, point: str) -> None:
+    name, _, at = os.environ.get(FAULT_PAUSE, "").rpartition(":")
+    if name and job_name == name and at == point:
+        log.warning("pausing at %s (%s)", point, FAULT_PAUSE)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
 def injected_oom_step(job_name: str | None) -> int | None:
     name, _, step = os.environ.get(FAULT_OOM, "").rpartition(":")
     if name and job_name == name and step.isdigit():
         return int(step)
     return None
+
+
+def held(job_id: str, attempt: int) -> tuple[ColumnElement[bool], ...]:
+    """The job row, only while `attempt` holds it."""
+    return (Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.attempt == attempt)
+
+
+def record_checkpoint(job_id: str, attempt: int, step: int, folder: Path) -> None:
+    """A complete local checkpoint: upload it to the store (what a resume on any machine
+    reads), then record its step on the job, fenced by the attempt. A store that stays down
+    skips this checkpoint (training goes on; the next one or the final model may get through)."""
+    from worker.store_io import StorageFailed, publish_checkpoint
+
+    try:
+        publish_checkpoint(job_id, attempt, folder)
+    except StorageFailed as exc:
+        log.warning("checkpoint %s of job %s not stored: %s", step, job_id, exc.message)
+        return
+    try:
+        with unit_of_work() as session:
+            moved = session.execute(
+                update(Job)
+                .where(*held(job_id, attempt))
+                .values(checkpoint_step=step)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(moved, "rowcount", 0) == 1:
+                record_event(
+                    session, job_id, EventType.CHECKPOINT_SAVED, attempt=attempt, step=step
+                )
+    except DBAPIError:
+        # The checkpoint is in the store, which is what a resume reads; only the record is late.
+        log.warning("could not record checkpoint %s of job %s", step, job_id)
 
 
 class Attempt:
@@ -89,25 +136,7 @@ class Attempt:
             return self._reason
 
     def checkpoint_saved(self, step: int, path: Path) -> None:
-        try:
-            with unit_of_work() as session:
-                moved = session.execute(
-                    update(Job)
-                    .where(*self._held())
-                    .values(checkpoint_step=step)
-                    .execution_options(synchronize_session=False)
-                )
-                if getattr(moved, "rowcount", 0) == 1:
-                    record_event(
-                        session,
-                        self.job_id,
-                        EventType.CHECKPOINT_SAVED,
-                        attempt=self.attempt,
-                        step=step,
-                    )
-        except DBAPIError:
-            # The checkpoint is on disk, which is what a resume reads; only the record is late.
-            log.warning("could not record checkpoint %s of job %s", step, self.job_id)
+        record_checkpoint(self.job_id, self.attempt, step, path)
 
     # Requests from this process ---------------------------------------------------------------
 
@@ -124,11 +153,7 @@ class Attempt:
     # Heartbeat --------------------------------------------------------------------------------
 
     def _held(self) -> tuple[ColumnElement[bool], ...]:
-        return (
-            Job.id == self.job_id,
-            Job.status == JobStatus.RUNNING.value,
-            Job.attempt == self.attempt,
-        )
+        return held(self.job_id, self.attempt)
 
     def _set(self, reason: StopReason) -> None:
         with self._lock:

@@ -121,13 +121,26 @@ def _request_handbacks(sender: str, **_: Any) -> None:
 _heartbeat: Heartbeat | None = None
 
 
+def consumed_queues(consumer: Any) -> list[str]:
+    """The queues the worker really consumes (`--queues`), as Celery selected them."""
+    return sorted(consumer.app.amqp.queues.consume_from)
+
+
 @worker_ready.connect
 def _start_heartbeat(sender: Any, **_: Any) -> None:
     global _heartbeat
     settings = get_settings()
     controller = getattr(sender, "controller", None)
     concurrency = int(getattr(controller, "concurrency", None) or settings.worker_concurrency)
-    _heartbeat = Heartbeat(settings, sender.hostname, settings.queue, concurrency)
+    _heartbeat = Heartbeat(
+        settings,
+        sender.hostname,
+        concurrency,
+        # What `embedtune worker` chose (worker.cli exports it); 1 device when started otherwise.
+        gpu_type=settings.worker_gpu_type,
+        gpus=settings.worker_gpus or 1,
+        queues=consumed_queues(sender),
+    )
     _heartbeat.start()
 
 

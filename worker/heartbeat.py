@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -21,10 +22,22 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    def __init__(self, settings: Settings, node: str, queue: str, concurrency: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        node: str,
+        concurrency: int,
+        *,
+        gpu_type: str | None,
+        gpus: int,
+        queues: Sequence[str],
+    ) -> None:
         self.node = node[:255]
-        self.queue = queue
+        self.queue = settings.queue
         self.concurrency = concurrency
+        self.gpu_type = gpu_type
+        self.gpus = gpus
+        self.queues = list(queues)
         self.interval_s = settings.worker_heartbeat_s
         self._engine: Engine = make_engine(settings.resolved_database_url, pooled=False)
         self._stop = threading.Event()
@@ -42,7 +55,15 @@ class Heartbeat:
                 return
             try:
                 with Session(self._engine) as session, session.begin():
-                    service.beat(session, self.node, self.queue, self.concurrency)
+                    service.beat(
+                        session,
+                        self.node,
+                        self.queue,
+                        self.concurrency,
+                        gpu_type=self.gpu_type,
+                        gpus=self.gpus,
+                        queues=self.queues,
+                    )
             except Exception:
                 # The database may be back by the next beat; until then /health stops counting
                 # this worker, which is what a worker that cannot reach the database deserves.

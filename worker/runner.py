@@ -8,6 +8,7 @@ attempt that lost its lease can never overwrite the outcome of the attempt that 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -23,16 +24,19 @@ from sqlalchemy.exc import DBAPIError
 from app.db.base import utcnow
 from app.db.session import unit_of_work
 from app.jobs.dispatch import dispatch
+from app.jobs.leases import remove_checkpoints
 from app.jobs.models import Job
 from app.jobs.states import TERMINAL, JobStatus, transition
 from app.settings import Settings, get_settings
-from app.storage import checkpoints_dir, job_dir, model_archive_path
+from app.storage import StorageError, get_store, model_key
+from app.storage.scratch import job_work_dir
 from worker import telemetry
-from worker.attempt import Attempt, injected_oom_step
+from worker.attempt import Attempt, injected_oom_step, pause_if_injected
 from worker.metrics import MetricPointWriter
 from worker.progress import ThrottledProgressWriter
 from worker.specs import build_spec
-from worker.training.checkpoints import checkpoint_step, latest_complete
+from worker.store_io import fetch_checkpoint, latest_checkpoint, retrying
+from worker.training.checkpoints import checkpoint_step
 from worker.training.errors import TrainingError, TrainingStopped
 from worker.training.models import short_reason
 from worker.training.spec import CheckpointPolicy
@@ -63,7 +67,10 @@ current_attempt: Attempt | None = None
 def _claim(job_id: str, worker_name: str, settings: Settings) -> int | None:
     """Move the job from queued to running under a new attempt and lease; its attempt number,
     or None when it is not queued (another delivery has it, or it finished or was cancelled)."""
-    resume = latest_complete(checkpoints_dir(settings, job_id))
+    try:
+        found = latest_checkpoint(get_store(), job_id)
+    except StorageError:
+        found = None  # only the event's detail; the run looks again, retrying the store
     with unit_of_work() as session:
         claimed = transition(
             session,
@@ -77,7 +84,7 @@ def _claim(job_id: str, worker_name: str, settings: Settings) -> int | None:
             handback_requested_at=None,
             # Not the worker's name: it holds a hostname, which clients must not see (it is
             # on the job row and in the worker log).
-            event_data={"resumed_from_step": checkpoint_step(resume) if resume else None},
+            event_data={"resumed_from_step": found[1] if found else None},
         )
         if not claimed:
             return None
@@ -131,7 +138,7 @@ def execute_job(job_id: str, worker_name: str, settings: Settings | None = None)
     log.info("job %s attempt %d claimed by %s", job_id, attempt, worker_name)
     with unit_of_work() as session:
         row = session.execute(select(Job.hyperparameters, Job.name).where(Job.id == job_id)).one()
-    work_dir = job_dir(settings, job_id) / "work"
+    work_dir = job_work_dir(settings, job_id)
     keep_checkpoints = False
     with (
         telemetry.running_job(),
@@ -165,7 +172,7 @@ def execute_job(job_id: str, worker_name: str, settings: Settings | None = None)
             current_attempt = None
             shutil.rmtree(work_dir, ignore_errors=True)
             if not keep_checkpoints:
-                shutil.rmtree(checkpoints_dir(settings, job_id), ignore_errors=True)
+                remove_checkpoints(job_id)
     if telemetry.enabled():
         _observe_end(job_id, attempt)
 
@@ -237,15 +244,27 @@ def _stopped(
     return True
 
 
-def _checkpoint_policy(settings: Settings, job_id: str, attempt: int) -> CheckpointPolicy:
-    root = checkpoints_dir(settings, job_id)
+def _checkpoint_policy(
+    settings: Settings, job_id: str, attempt: int, work_dir: Path
+) -> CheckpointPolicy:
+    """Checkpoints are written in this machine's work folder and stored under the attempt's
+    own prefix (an attempt that lost its lease but has not noticed yet cannot overwrite the
+    checkpoints of the attempt that replaced it). The latest complete one of any attempt is
+    fetched from the store to resume from: the scratch folder may be empty, a new machine."""
+    store = get_store()
+    found = retrying("to look for the job's checkpoints", lambda: latest_checkpoint(store, job_id))
+    resume = None
+    if found is not None:
+        prefix = found[0]
+        resume = retrying(
+            "to fetch the checkpoint to resume from",
+            lambda: fetch_checkpoint(store, prefix, work_dir / "resume"),
+        )
     return CheckpointPolicy(
-        # Each attempt writes its own folder: an attempt that lost its lease but has not noticed
-        # yet cannot overwrite the checkpoints of the attempt that replaced it.
-        dir=root / f"attempt-{attempt}",
+        dir=work_dir / "checkpoints" / f"attempt-{attempt}",
         every_s=settings.checkpoint_every_s,
         every_steps=settings.checkpoint_every_steps,
-        resume_from=latest_complete(root),
+        resume_from=resume,
     )
 
 
@@ -253,29 +272,39 @@ def _run_claimed(
     job_id: str, attempt: int, settings: Settings, work_dir: Path, control: Attempt
 ) -> None:
     # Imported here: loading torch is the slow part of a job, not of the worker's start.
+    from worker.launch import run_training
     from worker.training.archive import make_archive
-    from worker.training.pipeline import run
 
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
+    checkpoints = _checkpoint_policy(settings, job_id, attempt, work_dir)
     with unit_of_work() as session:
         job = session.get(Job, job_id)
         assert job is not None
-        spec = build_spec(
-            session,
-            settings,
-            job,
-            work_dir,
-            work_dir / "model",
-            checkpoints=_checkpoint_policy(settings, job_id, attempt),
+        spec = retrying(
+            "to fetch the job's datasets",
+            lambda: build_spec(
+                session, settings, job, work_dir, work_dir / "model", checkpoints=checkpoints
+            ),
         )
         hyperparameters = dict(job.hyperparameters)
+        job_name = job.name
+        devices = int((job.resources or {}).get("gpus") or 1)
 
     writer = ThrottledProgressWriter(job_id, settings.progress_interval_s)
     points = MetricPointWriter(job_id, settings.progress_interval_s, attempt=attempt)
     started = time.monotonic()
     try:
-        result = run(spec, writer, record=points, control=control)
+        result = run_training(
+            spec,
+            writer,
+            points,
+            control,
+            devices=devices,
+            job_id=job_id,
+            attempt=attempt,
+            work_dir=work_dir,
+        )
     finally:
         # What was recorded until the end (or the failure) is kept; a failed write is logged.
         points.flush()
@@ -284,7 +313,12 @@ def _run_claimed(
         result.total_steps - ((checkpoint_step(resumed) or 0) if resumed else 0),
         time.monotonic() - started,
     )
-    archive = make_archive(result.model_dir, model_archive_path(settings, job_id))
+    pause_if_injected(job_name, "store_model")
+    archive_path = work_dir / "model.tar.gz"
+    archive = make_archive(result.model_dir, archive_path)
+    # This attempt's own key: it becomes the job's model only through the fenced finish below.
+    key = model_key(job_id, attempt)
+    retrying("to store the model", lambda: get_store().put_file(key, archive_path))
 
     last = writer.latest
     progress = {
@@ -314,9 +348,12 @@ def _run_claimed(
         or None,
         model_size_bytes=archive.size_bytes,
         model_sha256=archive.sha256,
+        model_key=key,
         event_data={"sha256": archive.sha256, "total_steps": result.total_steps},
     )
     if not succeeded:
         log.warning("job %s left running before it finished; its model was not recorded", job_id)
+        with contextlib.suppress(StorageError):
+            get_store().delete(key)  # never the recorded model: that has another attempt's key
     else:
         log.info("job %s succeeded: %s", job_id, result.metrics)

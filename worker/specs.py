@@ -11,7 +11,8 @@ from app.datasets.models import Dataset
 from app.datasets.roles import hub_sources
 from app.jobs.models import Job
 from app.settings import Settings
-from app.storage import resolve_key
+from app.storage import ObjectMissing, get_store
+from app.storage.scratch import local_copy
 from worker.training.errors import DatasetUnavailable
 from worker.training.spec import (
     STS_COLUMNS,
@@ -39,11 +40,15 @@ def _source(
             columns=hub_sources(ref.get("columns")),
         )
     dataset = session.get(Dataset, ref)
-    path = resolve_key(settings, dataset.storage_key) if dataset else None
-    if dataset is None or path is None or not path.is_file():
+    try:
+        if dataset is None:
+            raise ObjectMissing(str(ref))
+        # Fetched from the store into this worker's own cache (no shared disk needed).
+        path = local_copy(get_store(), dataset.storage_key, settings)
+    except ObjectMissing as exc:
         raise DatasetUnavailable(
             f"{field}: uploaded dataset '{ref}' is missing from storage; upload it again"
-        )
+        ) from exc
     columns = tuple(dataset.text_columns)
     if sts and len(columns) < 3:
         # The two texts of an STS upload, then its score column.

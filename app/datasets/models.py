@@ -11,7 +11,7 @@ from app.db.base import Base, JSONType, UTCDateTime, utcnow
 
 
 class Dataset(Base):
-    """An uploaded, validated training-data file. The file itself lives in the data dir."""
+    """An uploaded, validated training-data file. The file itself is an object in the store."""
 
     __tablename__ = "datasets"
     __table_args__ = (Index("ix_datasets_team_id_created_at", "team_id", "created_at"),)
@@ -27,7 +27,7 @@ class Dataset(Base):
     rows: Mapped[int] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    # Relative to the data dir, never shown to clients.
+    # The object's key in the store (app.storage.keys), never shown to clients.
     storage_key: Mapped[str] = mapped_column(String(300))
     # The stored file's format when the upload was converted (e.g. NLI pairs to triplets).
     stored_format: Mapped[str | None] = mapped_column(String(16))

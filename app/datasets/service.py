@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,12 +17,12 @@ from app.datasets.parsing import (
 from app.datasets.preflight import preflight_report
 from app.datasets.roles import count_negatives, parse_column_mapping
 from app.datasets.schemas import DatasetRead
-from app.datasets.upload import ReceivedUpload
+from app.datasets.upload import SNIFF_BYTES, ReceivedUpload, StagedObject, StageOpener
 from app.errors import NotFound, ValidationFailed
-from app.ids import new_id
 from app.limits import Limits, limit_source, limits_for
 from app.settings import Settings
-from app.storage import dataset_key, resolve_key
+from app.storage import StorageError, dataset_key, get_store
+from app.storage.scratch import forget_local_copy, keep_local_copy
 
 _LIMIT_HINTS: dict[str, str] = {
     "max_text_chars": "shorten or split the long texts, or ask for a higher limit",
@@ -45,6 +45,23 @@ def read_bounds(limits: Limits) -> ReadBounds:
     )
 
 
+def stage_for(dataset_id: str) -> StageOpener:
+    """Where an upload's bytes go while they arrive: the object dataset `dataset_id` will have
+    if the upload is accepted as is, in the format its name and first bytes tell (nothing when
+    they tell none: such an upload is refused)."""
+    store = get_store()
+
+    def open_staged(filename: str | None, head: bytes) -> StagedObject | None:
+        try:
+            fmt = detect_format(filename, head)
+        except DatasetFormatError:
+            return None
+        key = dataset_key(dataset_id, fmt)
+        return StagedObject(key, store.writer(key))
+
+    return open_staged
+
+
 def store_upload(
     session: Session,
     settings: Settings,
@@ -52,14 +69,18 @@ def store_upload(
     name: str | None,
     column_mapping: str | None = None,
     *,
+    dataset_id: str,
     team_id: str,
     limits: Limits | None = None,
 ) -> Dataset:
-    """Validate a received upload (its file already in the uploads folder, within the size
-    limit) and keep it for team `team_id`. Raises 422 naming the row, 422 dataset_too_large
-    past the rows or the uncompressed size of ``limits`` (default: the settings'), 422
-    text_too_long for a text over its ``max_text_chars`` (naming the row and
-    column). The received file is moved into place or removed, whatever happens.
+    """Validate a received upload (its file in the scratch uploads folder, within the size
+    limit, its bytes staged in the store by `stage_for(dataset_id)`) and keep it as dataset
+    `dataset_id` of team `team_id`. Raises 422 naming the row, 422 dataset_too_large past the
+    rows or the uncompressed size of ``limits`` (default: the settings'), 422 text_too_long
+    for a text over its ``max_text_chars`` (naming the row and column), StorageUnavailable
+    when the store cannot take it. The received file is kept as this process's copy of the
+    object or removed, and the staged object committed or aborted, whatever happens: a refused
+    upload leaves no object.
 
     ``column_mapping`` is the form field's JSON text (role -> the file's column name). NLI
     pairs are stored converted to triplets (JSON Lines); otherwise the uploaded bytes are kept.
@@ -67,6 +88,8 @@ def store_upload(
     tmp, filename = received.path, received.filename
     size, sha256 = received.size, received.sha256
     converted = tmp.with_name(tmp.name + ".converted")
+    store = get_store()
+    stored: str | None = None  # the key, once the object exists
     try:
         try:
             mapping = parse_column_mapping(column_mapping)
@@ -77,7 +100,7 @@ def store_upload(
                 "file: the upload is empty", {"field": "file"}, code="dataset_invalid"
             )
         with tmp.open("rb") as fh:
-            head = fh.read(4096)
+            head = fh.read(SNIFF_BYTES)
         limits = limits or limits_for(settings)
         try:
             fmt = detect_format(filename, head)
@@ -91,46 +114,59 @@ def store_upload(
             )
         except DatasetFormatError as exc:
             raise _invalid(exc) from exc
-        dataset_id = new_id("ds")
         stored_format = description.stored_format or description.format
         key = dataset_key(dataset_id, stored_format)
-        final = resolve_key(settings, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(converted if description.stored_format else tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-        converted.unlink(missing_ok=True)
-    try:
+        kept = converted if description.stored_format else tmp
         preflight = preflight_report(
-            final, stored_format, description.kind, description.text_columns
+            kept, stored_format, description.kind, description.text_columns
         )
-    except BaseException:
-        final.unlink(missing_ok=True)
-        raise
-    dataset = Dataset(
-        id=dataset_id,
-        team_id=team_id,
-        name=(name or filename or dataset_id)[:200],
-        format=description.format,
-        kind=description.kind,
-        columns=list(description.columns),
-        text_columns=list(description.text_columns),
-        rows=description.rows,
-        size_bytes=size,
-        sha256=sha256,
-        storage_key=key,
-        stored_format=description.stored_format,
-        column_mapping=mapping,
-        conversion=description.conversion,
-        preflight=preflight,
-    )
-    session.add(dataset)
-    try:
+        staged = received.staged
+        if staged is not None and staged.key == key and kept == tmp:
+            staged.commit()
+        else:
+            # Converted (NLI pairs stored as triplets), or not staged: the kept file goes up.
+            if staged is not None:
+                staged.abort()
+            store.put_file(key, kept)
+        stored = key
+        # The job preflight reads it back soon: keep the copy, so that needs no download.
+        keep_local_copy(store, key, kept, settings)
+        dataset = Dataset(
+            id=dataset_id,
+            team_id=team_id,
+            name=(name or filename or dataset_id)[:200],
+            format=description.format,
+            kind=description.kind,
+            columns=list(description.columns),
+            text_columns=list(description.text_columns),
+            rows=description.rows,
+            size_bytes=size,
+            sha256=sha256,
+            storage_key=key,
+            stored_format=description.stored_format,
+            column_mapping=mapping,
+            conversion=description.conversion,
+            preflight=preflight,
+        )
+        session.add(dataset)
         session.flush()
-    except Exception:
-        final.unlink(missing_ok=True)
+    except BaseException:
+        if stored is not None:
+            discard_object(settings, stored)
         raise
+    finally:
+        received.discard()
+        converted.unlink(missing_ok=True)
     return dataset
+
+
+def discard_object(settings: Settings, key: str) -> None:
+    """Remove a dataset object that no row will name, and this process's copy of it. A store
+    that fails here leaves harmless garbage behind (no row names it): the original error, if
+    any, is what the caller reports."""
+    forget_local_copy(settings, key)
+    with contextlib.suppress(StorageError):
+        get_store().delete(key)
 
 
 def find_dataset(session: Session, dataset_id: str, *, team_id: str) -> Dataset | None:

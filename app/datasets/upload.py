@@ -1,10 +1,14 @@
 """POST /datasets' multipart/form-data body, parsed while it streams in.
 
-The `file` part goes straight to a temporary file in the data dir's uploads/ folder, counted and
-hashed as it arrives: nothing is spooled in memory or in /tmp first, and the upload stops (413)
-as soon as it passes the team's limit, whether or not the client sent a Content-Length (a
-chunked body is counted the same way). The partial file is removed then, and on every other
-failure. The other fields (`name`, `column_mapping`) are small and kept in memory.
+The `file` part goes straight to a temporary file in this process's scratch uploads/ folder,
+counted and hashed as it arrives: nothing is spooled in memory or in /tmp first, and the upload
+stops (413) as soon as it passes the team's limit, whether or not the client sent a
+Content-Length (a chunked body is counted the same way). The same bytes are also written to the
+object store as they arrive (a staged object: an S3 multipart upload, one part in memory at
+most), so a large upload is not sent to the store a second time once it is accepted. The
+staged object becomes visible only when the caller commits it, after validation; the partial
+file is removed and the staged object aborted on every failure. The other fields (`name`,
+`column_mapping`) are small and kept in memory.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,18 +29,46 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.errors import PayloadTooLarge
 from app.limits import FORM_OVERHEAD_BYTES, Limits, upload_too_large
+from app.storage import ObjectWriter
 
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 64 * 1024  # one non-file form field
 MAX_PARTS = 100
 _FEED_BYTES = 1024 * 1024  # body bytes parsed and written (in a worker thread) in pieces this big
+# How much of the file is read to tell its format (with its name): the staged object's key
+# depends on the format, so it is opened once this much has arrived (or the file has ended).
+SNIFF_BYTES = 4096
+
+
+@dataclass
+class StagedObject:
+    """The file part as written to the store while it arrived: invisible until `commit`."""
+
+    key: str
+    writer: ObjectWriter
+    done: bool = False
+
+    def commit(self) -> None:
+        self.done = True  # a failed commit aborts itself
+        self.writer.commit()
+
+    def abort(self) -> None:
+        if not self.done:
+            self.done = True
+            self.writer.abort()
+
+
+# The staged object for a file, from its name and first SNIFF_BYTES bytes; None stages nothing
+# (the file will be stored, if accepted, from the local copy).
+StageOpener = Callable[[str | None, bytes], StagedObject | None]
 
 
 @dataclass
 class ReceivedUpload:
     """The stored file part and the other fields of an upload.
 
-    ``path`` is a temporary file the caller owns: it must move or delete it.
+    ``path`` is a temporary file and ``staged`` an uncommitted object the caller owns: it must
+    move or delete the one, commit or abort the other (``discard`` drops both).
     """
 
     path: Path
@@ -43,6 +76,47 @@ class ReceivedUpload:
     size: int
     sha256: str
     fields: dict[str, str] = field(default_factory=dict)
+    staged: StagedObject | None = None
+
+    def discard(self) -> None:
+        """Forget the upload: remove its file, abort its staged object. Blocking (the store)."""
+        self.path.unlink(missing_ok=True)
+        if self.staged is not None:
+            self.staged.abort()
+
+
+class _StoreTee:
+    """Copies the file part's bytes to a staged object, opened once the file's name and first
+    bytes are known."""
+
+    def __init__(self, open_staged: StageOpener | None) -> None:
+        self._open = open_staged
+        self._head = bytearray()
+        self._decided = open_staged is None
+        self.staged: StagedObject | None = None
+
+    def write(self, data: bytes, filename: str | None) -> None:
+        if not self._decided:
+            self._head += data
+            if len(self._head) >= SNIFF_BYTES:
+                self.finish(filename)
+        elif self.staged is not None and data:
+            self.staged.writer.write(data)
+
+    def finish(self, filename: str | None) -> None:
+        """The file part has ended (or enough of it arrived): open the object if not yet."""
+        if self._decided:
+            return
+        self._decided = True
+        head, self._head = bytes(self._head), bytearray()
+        assert self._open is not None
+        self.staged = self._open(filename, head[:SNIFF_BYTES])
+        if self.staged is not None and head:
+            self.staged.writer.write(head)
+
+    def abort(self) -> None:
+        if self.staged is not None:
+            self.staged.abort()
 
 
 def body_invalid(
@@ -146,14 +220,21 @@ def check_content_length(request: Request, limits: Limits) -> None:
 
 
 async def receive_upload(
-    request: Request, tmp_dir: Path, limits: Limits, limiter: anyio.CapacityLimiter | None = None
+    request: Request,
+    tmp_dir: Path,
+    limits: Limits,
+    limiter: anyio.CapacityLimiter | None = None,
+    stage: StageOpener | None = None,
 ) -> ReceivedUpload:
-    """Stream the request's multipart body: the `file` part into a new file in ``tmp_dir``,
-    parsed and written in threads of ``limiter`` (default: anyio's shared pool).
+    """Stream the request's multipart body: the `file` part into a new file in ``tmp_dir`` and,
+    with ``stage``, into the staged object it opens; parsed and written in threads of
+    ``limiter`` (default: anyio's shared pool).
 
     Raises 413 (PayloadTooLarge) once the file passes ``limits.max_upload_bytes`` or the body
-    passes it plus FORM_OVERHEAD_BYTES, and 422 (RequestValidationError) for a body that is not
-    multipart/form-data, is malformed, or has no `file`; the partial file is removed then.
+    passes it plus FORM_OVERHEAD_BYTES, 422 (RequestValidationError) for a body that is not
+    multipart/form-data, is malformed, or has no `file`, and StorageUnavailable when the store
+    refuses a part; the partial file is removed and the staged object aborted then (also when
+    the client goes away).
     """
     check_content_length(request, limits)
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
@@ -167,6 +248,7 @@ async def receive_upload(
     receiver = _Receiver(limits)
     parser = MultipartParser(boundary, receiver.callbacks())
     digest = hashlib.sha256()
+    tee = _StoreTee(stage)
     body_limit = limits.max_upload_bytes + FORM_OVERHEAD_BYTES
     fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".part")
     path = Path(name)
@@ -182,6 +264,9 @@ async def receive_upload(
                 receiver.pending.clear()
                 digest.update(pending)
                 out.write(pending)
+                tee.write(pending, receiver.filename)
+                if last and receiver.file_seen:
+                    tee.finish(receiver.filename)
 
             received = 0
             buffered = bytearray()
@@ -197,10 +282,10 @@ async def receive_upload(
         if not receiver.file_seen:
             raise body_invalid(FILE_FIELD, "Field required", "missing")
     except FormParserError as exc:
-        path.unlink(missing_ok=True)
+        await _discard(path, tee)
         raise body_invalid("body", "not a valid multipart/form-data body") from exc
     except BaseException:
-        path.unlink(missing_ok=True)
+        await _discard(path, tee)
         raise
     return ReceivedUpload(
         path=path,
@@ -208,4 +293,13 @@ async def receive_upload(
         size=receiver.size,
         sha256=digest.hexdigest(),
         fields=receiver.fields,
+        staged=tee.staged,
     )
+
+
+async def _discard(path: Path, tee: _StoreTee) -> None:
+    """Remove the partial file and abort the staged object (a call to the store: in a thread,
+    and shielded, so a cancelled request still leaves no pending multipart upload)."""
+    path.unlink(missing_ok=True)
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(tee.abort)

@@ -1,6 +1,6 @@
 """Whether a job's base model exists, as far as the API can tell, before the job is queued.
 
-A name is a model folder inside EMBEDTUNE_MODEL_DIRS (worker.training.models.resolve_base_model,
+A name is a model folder inside EMBEDTUNE_MODEL_DIRS (rules.base_models.resolve_base_model,
 the worker's own rule), or a Hub id. A Hub id in the API's Hugging Face cache exists. Offline
 (HF_HUB_OFFLINE=1) a Hub id that is not cached is refused, since the workers share that offline
 world; online the Hub is asked (metadata only, nothing is downloaded): a repository it does not
@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from app.errors import ValidationFailed
-from worker.training.errors import ModelNotFound
-from worker.training.models import MODEL_MARKER_FILES, resolve_base_model
+from rules.base_models import MODEL_MARKER_FILES, is_model_folder, resolve_base_model
+from rules.errors import ModelNotFound
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +88,10 @@ def _folder_names(model_dirs: Iterable[Path]) -> Iterator[str]:
         if not Path(root).is_dir():
             continue
         for child in Path(root).iterdir():
-            if _is_model(child):
+            if is_model_folder(child):
                 yield child.name
             elif child.is_dir():
-                yield from (f"{child.name}/{g.name}" for g in child.iterdir() if _is_model(g))
-
-
-def _is_model(path: Path) -> bool:
-    return path.is_dir() and any((path / marker).is_file() for marker in MODEL_MARKER_FILES)
+                yield from (f"{child.name}/{g.name}" for g in child.iterdir() if is_model_folder(g))
 
 
 def _cached_hub_models() -> Iterator[str]:
@@ -116,5 +112,5 @@ def _not_found(name: str, model_dirs: list[Path], reason: str) -> ValidationFail
     return ValidationFailed(
         f"base_model: '{name}' was not found or is not accessible: {reason}.{hint}",
         {"field": "base_model", "base_model": name, "close_matches": close},
-        code="model_not_found",
+        code=ModelNotFound.code,
     )

@@ -17,14 +17,21 @@ from app.db.session import unit_of_work
 from app.jobs.models import Job
 from app.jobs.states import JobStatus
 from app.queue import RUN_JOB_TASK, get_celery
+from app.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 
 def dispatch(job_id: str) -> bool:
-    """Publish job `job_id` and record when. Returns False (and logs) when the broker is down."""
+    """Publish job `job_id` to its queue (app.routing) and record when. Returns False (and
+    logs) when the broker is down. Every send goes through here: the first, the sweeper's
+    re-sends and a worker's hand-back alike."""
+    with unit_of_work() as session:
+        queue = session.scalar(select(Job.queue).where(Job.id == job_id))
     try:
-        get_celery().send_task(RUN_JOB_TASK, args=[job_id], retry=True)
+        get_celery().send_task(
+            RUN_JOB_TASK, args=[job_id], queue=queue or get_settings().queue, retry=True
+        )
     except Exception as exc:  # the broker's errors differ by transport
         log.warning("could not send job %s to the broker, will retry: %s", job_id, exc)
         return False

@@ -12,7 +12,6 @@ first sweeper wins.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -24,7 +23,7 @@ from app.jobs.dispatch import dispatch
 from app.jobs.models import Job
 from app.jobs.states import JobStatus, transition
 from app.settings import Settings
-from app.storage import checkpoints_dir
+from app.storage import StorageError, checkpoints_prefix, get_store
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +113,7 @@ def sweep_expired_leases(settings: Settings) -> SweepResult:
         log.warning("job %s: worker lost too often; failed", job_id)
     for job_id in (*result.failed, *result.cancelled):
         # Ended here, not by a worker: nothing will resume from its checkpoints.
-        shutil.rmtree(checkpoints_dir(settings, job_id), ignore_errors=True)
+        remove_checkpoints(job_id)
     return result
 
 
@@ -134,3 +133,12 @@ def redispatch_stale(settings: Settings) -> int:
             )
         )
     return sum(1 for job_id in job_ids if dispatch(job_id))
+
+
+def remove_checkpoints(job_id: str) -> None:
+    """Delete an ended job's checkpoints from the store; a store that fails is logged (the
+    objects are left behind, the job's outcome stands)."""
+    try:
+        get_store().delete_prefix(checkpoints_prefix(job_id))
+    except StorageError:
+        log.warning("could not delete the checkpoints of job %s", job_id, exc_info=True)

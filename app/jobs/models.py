@@ -79,6 +79,13 @@ class Job(Base):
     running_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     # Whether the model card may quote training/eval rows (off: sizes and statistics only).
     card_examples: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The store key of the job's model (an attempt-scoped key), set only by the fenced
+    # transaction that marks the job succeeded; None for jobs older than 0010.
+    model_key: Mapped[str | None] = mapped_column(String(500))
+    # What the job asked for: {"gpu_type": str | None, "gpus": int}; None: any type, one device.
+    resources: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The Celery queue the job is sent to (app.routing); None: the default queue.
+    queue: Mapped[str | None] = mapped_column(String(255))
 
 
 class JobMetricPoint(Base):

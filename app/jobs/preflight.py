@@ -10,7 +10,7 @@ Report: ``{"steps", "train_rows", "holdout_rows", "tokens", "findings": [...],
 * ``steps``: the optimisation steps the job will run: ``max_steps`` when given, else
   ``ceil(train_rows / batch_size) * epochs``, where ``train_rows`` are the rows trained on (when
   the job has no eval set, the worker first holds out rows by anchor: the rule of
-  :mod:`worker.training.holdout`, applied here to the stored file's anchors, so ``holdout_rows``
+  :mod:`rules.holdout`, applied here to the stored file's anchors, so ``holdout_rows``
   is exactly what the worker will hold out). Null when the training data is on the Hub.
 * ``tokens``: token length distribution of each uploaded dataset under the base model's tokenizer
   and the texts the effective max_seq_length truncates (:mod:`app.jobs.tokens`); a
@@ -50,9 +50,9 @@ from app.jobs.tokens import (
     load_model_tokenizer,
     token_report,
 )
-from worker.training.holdout import anchor_key, anchor_sizes, held_out_anchors
-from worker.training.models import short_reason
-from worker.training.steps import total_steps
+from rules.errors import short_reason
+from rules.holdout import anchor_key, anchor_sizes, held_out_anchors
+from rules.steps import total_steps
 
 logger = logging.getLogger(__name__)
 

@@ -2,15 +2,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import RedirectResponse, StreamingResponse
 from sse_starlette.sse import EventSourceResponse
 
 from app.auth.deps import UNAUTHORIZED_RESPONSE, TeamDep
 from app.deps import SessionDep, SettingsDep
 from app.errors import NotFound
 from app.idempotency import service as idempotency
-from app.jobs import cancel, events, service
+from app.jobs import cancel, deletion, events, service
 from app.jobs.dispatch import dispatch
 from app.jobs.schemas import (
     JobCreate,
@@ -24,7 +24,8 @@ from app.jobs.states import JobStatus
 from app.jobs.stream import job_stream
 from app.limits import LimitsDep
 from app.links import links
-from app.storage import model_archive_path
+from app.security.guard import HEAD_SCOPE_KEY
+from app.storage import ObjectMissing, get_store, legacy_model_key
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAUTHORIZED_RESPONSE)
 
@@ -43,13 +44,14 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAUTHORIZED_RESPONS
                 "GetJobMetrics": ("GET", "/jobs/{job_id}/metrics"),
                 "CancelJob": ("POST", "/jobs/{job_id}/cancel"),
                 "DownloadModel": ("GET", "/jobs/{job_id}/model"),
+                "DeleteJob": ("DELETE", "/jobs/{job_id}"),
             },
         ),
         429: {
             "description": "The team already has its most queued + running jobs "
             "(too_many_active_jobs); retry after `Retry-After` seconds",
             "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-        }
+        },
     },
 )
 def create_job(
@@ -72,7 +74,7 @@ def create_job(
     if idem and (stored := idempotency.find(session, idem)):
         return stored.replay({"Location": f"/jobs/{stored.resource_id}"})
     job = service.create_job(session, payload, settings, team_id=team.id, limits=limits)
-    read = service.to_read(job)
+    [read] = service.read_jobs(session, settings, [job])
     if idem and (
         stored := idempotency.save(
             session,
@@ -94,21 +96,25 @@ def create_job(
 def list_jobs(
     team: TeamDep,
     session: SessionDep,
+    settings: SettingsDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobList:
-    """The caller's team's jobs, newest first."""
+    """The caller's team's jobs, newest first; queued ones with their queue and place there."""
     page, has_more, next_cursor = service.list_jobs(
         session, team_id=team.id, status=status_, limit=limit, cursor=cursor
     )
-    data = [service.to_read(j) for j in page]
+    data = service.read_jobs(session, settings, page)
     return JobList(data=data, has_more=has_more, next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobRead, responses={404: {"description": "Unknown job"}})
-def get_job(job_id: str, team: TeamDep, session: SessionDep) -> JobRead:
-    return service.to_read(service.get_job(session, job_id, team_id=team.id))
+def get_job(job_id: str, team: TeamDep, session: SessionDep, settings: SettingsDep) -> JobRead:
+    """One job; a queued one with its queue, its place there and the live workers taking it."""
+    job = service.get_job(session, job_id, team_id=team.id)
+    [read] = service.read_jobs(session, settings, [job])
+    return read
 
 
 @router.get(
@@ -122,33 +128,113 @@ def get_job_metrics(job_id: str, team: TeamDep, session: SessionDep) -> JobMetri
     return service.job_metrics(session, job_id, team_id=team.id)
 
 
+_CHECKSUM_HEADER = {
+    "X-Checksum-SHA256": {
+        "description": "SHA-256 of the archive (hex), as in the job's `model.sha256`.",
+        "schema": {"type": "string"},
+    }
+}
+
+
 @router.get(
     "/{job_id}/model",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/gzip": {}}, "description": "tar.gz of the model folder"},
-        404: {"description": "Unknown job"},
-        409: {"description": "The job has not succeeded"},
+        200: {
+            "content": {"application/gzip": {}},
+            "description": "tar.gz of the model folder, streamed from the object store "
+            "(with Content-Length and Content-Disposition)",
+            "headers": _CHECKSUM_HEADER,
+        },
+        307: {
+            "description": "Only with EMBEDTUNE_DOWNLOAD_REDIRECT=1 on an S3 store: download the "
+            "archive from `Location`, a presigned URL of the store valid for "
+            "EMBEDTUNE_DOWNLOAD_URL_TTL_S seconds. Follow it without the API key (the store "
+            "does not take it); check the bytes against X-Checksum-SHA256.",
+            "headers": {
+                "Location": {"description": "The presigned URL.", "schema": {"type": "string"}},
+                **_CHECKSUM_HEADER,
+            },
+        },
+        404: {
+            "description": "Unknown job, or its model is missing from the store (artifact_missing)"
+        },
+        409: {"description": "The job has not succeeded (model_not_ready)"},
+        503: {
+            "description": "The object store is unavailable (storage_unavailable); retry after "
+            "`Retry-After` seconds",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        },
     },
 )
 def download_model(
-    job_id: str, team: TeamDep, session: SessionDep, settings: SettingsDep
-) -> FileResponse:
-    """The fine-tuned sentence-transformers folder as a gzip tar archive, streamed from disk."""
+    job_id: str, team: TeamDep, session: SessionDep, settings: SettingsDep, request: Request
+) -> Response:
+    """The fine-tuned sentence-transformers folder as a gzip tar archive.
+
+    By default the archive streams from the object store through the API (200, with
+    Content-Length, Content-Disposition and X-Checksum-SHA256). With
+    EMBEDTUNE_DOWNLOAD_REDIRECT=1 and an S3 store, the API answers 307 to a presigned URL of
+    the store instead (valid EMBEDTUNE_DOWNLOAD_URL_TTL_S seconds; X-Checksum-SHA256 still set),
+    so large models do not pass through the API; a folder store always streams. Follow the
+    redirect without the Authorization header: the embedtune client and CLI do."""
     job = service.succeeded_job(session, job_id, team_id=team.id)
-    path = model_archive_path(settings, job.id)
-    if not path.is_file():
-        raise NotFound(
-            f"the model archive of job '{job_id}' is missing from storage",
-            {"job": job_id},
-            code="artifact_missing",
-        )
-    return FileResponse(
-        path,
-        media_type="application/gzip",
-        filename=f"{job.id}-model.tar.gz",
-        headers={"X-Checksum-SHA256": job.model_sha256 or ""},
+    store = get_store()
+    key = job.model_key or legacy_model_key(job.id)
+    info = store.head(key)
+    if info is None:
+        raise _artifact_missing(job.id)
+    filename = f"{job.id}-model.tar.gz"
+    checksum = {"X-Checksum-SHA256": job.model_sha256 or ""}
+    if settings.download_redirect:
+        url = store.presigned_url(key, settings.download_url_ttl_s, filename)
+        if url is not None:
+            # A presigned URL is a credential for this object until it expires: not cached.
+            headers = {**checksum, "Cache-Control": "no-store"}
+            return RedirectResponse(url, status_code=307, headers=headers)
+    headers = {
+        "Content-Length": str(info.size),
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        **checksum,
+    }
+    if request.scope.get(HEAD_SCOPE_KEY):
+        # HEAD: the headers only, without reading the object from the store.
+        return Response(status_code=200, media_type="application/gzip", headers=headers)
+    try:
+        chunks = store.iter_bytes(key)  # opens the object now: a missing one raises here
+    except ObjectMissing as exc:  # deleted since the lookup
+        raise _artifact_missing(job.id) from exc
+    return StreamingResponse(chunks, media_type="application/gzip", headers=headers)
+
+
+def _artifact_missing(job_id: str) -> NotFound:
+    return NotFound(
+        f"the model archive of job '{job_id}' is missing from storage",
+        {"job": job_id},
+        code="artifact_missing",
     )
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses={
+        404: {"description": "Unknown job"},
+        409: {"description": "The job is queued or running (job_active): cancel it first"},
+    },
+)
+def delete_job(job_id: str, team: TeamDep, session: SessionDep) -> Response:
+    """Delete a finished job (succeeded, failed or cancelled): its record, timeline, metrics,
+    webhook deliveries (pending ones are not sent) and every object it has in the store (its
+    model, any checkpoints). A queued or running job answers 409 job_active: cancel it first.
+
+    The records go first; the objects right after, and a store that fails then is logged and
+    leaves only objects that nothing names (a sweep of the store can remove them)."""
+    deletion.delete_job(session, job_id, team_id=team.id)
+    session.commit()
+    deletion.remove_job_objects(job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(
@@ -218,8 +304,8 @@ _SSE_EVENT = {
             "content": {"text/event-stream": {"schema": _SSE_EVENT}},
             "description": "Server-Sent Events until the job's terminal event: each job event "
             "as `id: <position>`, `event: <type>`, `data: <the event as in GET "
-            "/jobs/{id}/events>`; progress as `event: progress`, `data: {\"status\", "
-            "\"progress\"}` with the id of the last event sent; keep-alive comments.",
+            '/jobs/{id}/events>`; progress as `event: progress`, `data: {"status", '
+            '"progress"}` with the id of the last event sent; keep-alive comments.',
         },
         404: {"description": "Unknown job"},
     },

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from app.routing import GPU_TYPE_MAX_LENGTH, GPU_TYPE_PATTERN, GPUS_CAP, check_gpu_type
 from app.settings import BATCH_SIZE_CAP, EPOCHS_CAP, SEQ_LENGTH_CAP, STEPS_CAP
-from worker.training import names
+from rules import defaults, names
 
 if TYPE_CHECKING:
     from app.jobs.models import JobEvent
@@ -19,7 +20,7 @@ HUB_LIMIT_CAP = 10_000_000_000
 # Smaller learning rates change nothing in fp32 (and underflow in half precision).
 LEARNING_RATE_MIN = 1e-9
 
-# Names of Hub repos, revisions, configs, splits and columns follow worker.training.names, the
+# Names of Hub repos, revisions, configs, splits and columns follow rules.names, the
 # rules the worker checks again: a client's string is a name, never a filesystem path.
 
 # Validation context of rows read back from the database (service.to_read): they are shown as
@@ -129,50 +130,55 @@ class HyperparametersIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     epochs: int = Field(
-        1,
+        defaults.EPOCHS,
         ge=1,
         le=EPOCHS_CAP,
         description="Passes over the training data. At most the server's EMBEDTUNE_MAX_EPOCHS "
         "(or your team's limit).",
     )
     batch_size: int = Field(
-        16,
+        defaults.BATCH_SIZE,
         ge=2,
         le=BATCH_SIZE_CAP,
         description="Pairs per batch. MNR uses every other row of a batch as a negative, "
-        "so larger batches usually train better. At most the server's "
+        "so larger batches usually train better. The global batch: a job on several GPUs "
+        "(resources.gpus) gives each batch_size / gpus rows and gathers the embeddings across "
+        "them, so it must be a multiple of gpus. At most the server's "
         "EMBEDTUNE_MAX_BATCH_SIZE (or your team's limit).",
     )
     learning_rate: float = Field(
-        2e-5,
+        defaults.LEARNING_RATE,
         ge=LEARNING_RATE_MIN,
         le=1,
         description=f"Peak AdamW learning rate, from {LEARNING_RATE_MIN:g} to 1.",
     )
     warmup_ratio: float = Field(
-        0.1, ge=0, lt=1, description="Share of steps with a linearly rising learning rate."
+        defaults.WARMUP_RATIO,
+        ge=0,
+        lt=1,
+        description="Share of steps with a linearly rising learning rate.",
     )
     max_seq_length: int | None = Field(
-        None,
+        defaults.MAX_SEQ_LENGTH,
         ge=8,
         le=SEQ_LENGTH_CAP,
         description="Tokens per text before truncation. Null: the base model's own. At most "
         "the server's EMBEDTUNE_MAX_SEQ_LENGTH (or your team's limit).",
     )
-    seed: int = Field(42, ge=0, le=2**31 - 1, description="Random seed.")
+    seed: int = Field(defaults.SEED, ge=0, le=2**31 - 1, description="Random seed.")
     precision: Precision = Field(
-        "auto",
+        defaults.PRECISION,  # type: ignore[arg-type]
         description="auto: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU.",
     )
     max_steps: int | None = Field(
-        None,
+        defaults.MAX_STEPS,
         ge=1,
         le=STEPS_CAP,
         description="Stop after this many steps (overrides epochs). At most the server's "
         "EMBEDTUNE_MAX_STEPS (or your team's limit).",
     )
     eval_steps: int | None = Field(
-        None,
+        defaults.EVAL_STEPS,
         ge=1,
         le=10_000_000,
         description="Evaluate on the eval set (or the hold-out) every this many steps, and at "
@@ -181,12 +187,82 @@ class HyperparametersIn(BaseModel):
         examples=[500],
     )
     time_limit_s: int | None = Field(
-        None,
+        defaults.TIME_LIMIT_S,
         ge=1,
         description="Fail the job with `timeout` once it has run this many seconds (summed over "
         "its attempts). At most the server's EMBEDTUNE_MAX_TIME_LIMIT_S, which is also the "
         "limit of a job that sets none.",
         examples=[3600],
+    )
+
+
+class JobResources(BaseModel):
+    """The hardware a job asks for; the job waits in the queue of exactly that (app.routing)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"gpu_type": "h100", "gpus": 2}, {"gpus": 1}]},
+    )
+
+    gpu_type: str | None = Field(
+        None,
+        max_length=GPU_TYPE_MAX_LENGTH,
+        pattern=f"^{GPU_TYPE_PATTERN}$",
+        description="Run only on workers of this GPU type: one of the server's "
+        "EMBEDTUNE_GPU_TYPES (422 otherwise). Null: any worker.",
+        examples=["h100"],
+    )
+    gpus: int = Field(
+        1,
+        ge=1,
+        le=GPUS_CAP,
+        description="Devices of one worker the job trains on (distributed data-parallel when "
+        "more than 1). At most the server's EMBEDTUNE_MAX_GPUS_PER_JOB.",
+        examples=[2],
+    )
+
+    @field_validator("gpu_type")
+    @classmethod
+    def _gpu_type(cls, value: str | None) -> str | None:
+        return value if value is None else check_gpu_type(value)
+
+
+class JobQueue(BaseModel):
+    """Where a queued job waits."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "embedtune.h100.x2",
+                    "position": 1,
+                    "workers": 0,
+                    "message": "no live worker serves gpu_type 'h100' with 2 GPUs; the job "
+                    "waits until one starts",
+                }
+            ]
+        }
+    )
+
+    name: str = Field(
+        description="The queue: the server's EMBEDTUNE_QUEUE for jobs of any GPU type on 1 "
+        "device, with `.<gpu_type>` and/or `.x<gpus>` added for jobs that ask for more.",
+        examples=["embedtune.h100.x2"],
+    )
+    position: int = Field(
+        description="1 = next: how many queued jobs (of every team) entered this queue before "
+        "this one, plus 1.",
+        examples=[3],
+    )
+    workers: int = Field(
+        description="Live workers (seen within three heartbeats) taking jobs from this queue.",
+        examples=[2],
+    )
+    message: str | None = Field(
+        None,
+        description="Set when no live worker takes this queue: the job waits until a worker "
+        "with that GPU type and enough devices starts.",
     )
 
 
@@ -259,6 +335,12 @@ class JobCreate(BaseModel):
         False,
         description=_CARD_EXAMPLES,
         examples=[False],
+    )
+    resources: JobResources | None = Field(
+        None,
+        description="The hardware the job needs: a GPU type and a device count. Null: any "
+        "worker, 1 device.",
+        examples=[{"gpu_type": "h100", "gpus": 2}],
     )
 
     @field_validator("base_model")
@@ -536,6 +618,15 @@ class JobRead(BaseModel):
     hyperparameters: dict[str, Any] = Field(description="Every value resolved, defaults filled in.")
     metadata: dict[str, str]
     card_examples: bool = Field(False, description=_CARD_EXAMPLES)
+    resources: JobResources = Field(
+        default_factory=JobResources,
+        description="The hardware the job asked for, defaults filled in (any type: null).",
+    )
+    queue: JobQueue | None = Field(
+        None,
+        description="While the job is queued: its queue, its place there and the live workers "
+        "taking that queue. Null once it has started or ended.",
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
@@ -24,12 +25,17 @@ from app.jobs.schemas import (
     HubDatasetRef,
     JobCreate,
     JobMetricsSeries,
+    JobQueue,
     JobRead,
 )
 from app.jobs.states import JobStatus
+from app.jobs.waiting import places
 from app.limits import Limits, check_active_jobs, check_hyperparameters, limits_for
+from app.routing import Resources, queue_for
 from app.settings import Settings
-from app.storage import resolve_key
+from app.storage import ObjectMissing, get_store
+from app.storage.scratch import local_copy
+from rules.devices import BatchSizeNotDivisible, per_device_batch_size
 
 _TRIPLETS_NEEDED = "evaluation needs triplets (columns anchor, positive, negative)"
 # What each dataset field accepts (None: any kind but "sts"), and why, for the message.
@@ -87,7 +93,12 @@ def _check_dataset(
     if isinstance(ref, HubDatasetRef):
         _check_hub_columns(field, ref)
         return None
-    dataset = session.get(Dataset, ref)
+    # A share lock until the job is committed: a concurrent DELETE /datasets (which locks the
+    # row for update) either waits and then sees this job as a user, or wins and this
+    # request finds no dataset.
+    dataset = session.scalars(
+        select(Dataset).where(Dataset.id == ref).with_for_update(read=True)
+    ).one_or_none()
     if dataset is None or dataset.team_id != team_id:
         raise ValidationFailed(
             f"{field}: dataset '{ref}' does not exist; upload it with POST /datasets first",
@@ -124,14 +135,16 @@ def _ref_json(ref: DatasetRef | None) -> Any:
 def _stored(settings: Settings, field: str, dataset: Dataset | None) -> StoredData | None:
     if dataset is None:
         return None
-    path = resolve_key(settings, dataset.storage_key)
-    if not path.is_file():
-        # Lost from storage (a data dir not shared between hosts, say): the job could not run.
+    try:
+        # The API's cached copy when it has one (it keeps what it stored); else a download.
+        path = local_copy(get_store(), dataset.storage_key, settings)
+    except ObjectMissing as exc:
+        # Lost from the store: the job could not run.
         raise ValidationFailed(
             f"{field}: the file of dataset '{dataset.id}' is missing from storage; upload it again",
             {"field": field, "dataset": dataset.id},
             code="dataset_unavailable",
-        )
+        ) from exc
     return StoredData(
         path=path,
         format=(dataset.stored_format or dataset.format),  # type: ignore[arg-type]
@@ -185,6 +198,41 @@ def _preflight(
     return report
 
 
+def _resources(settings: Settings, payload: JobCreate) -> Resources:
+    """The job's resources, checked against this server's GPU types and device cap (422 naming
+    the field); the schema has checked their shape."""
+    asked = payload.resources
+    if asked is None:
+        return Resources()
+    allowed = settings.gpu_types
+    if asked.gpu_type is not None and asked.gpu_type not in allowed:
+        why = (
+            f"one of {', '.join(allowed)}"
+            if allowed
+            else "this server names no GPU types (EMBEDTUNE_GPU_TYPES is empty): leave "
+            "gpu_type out to run on any worker"
+        )
+        raise ValidationFailed(
+            f"resources.gpu_type: '{asked.gpu_type}' is not a GPU type of this server; {why}",
+            {"field": "resources.gpu_type", "allowed": list(allowed)},
+        )
+    if asked.gpus > settings.max_gpus_per_job:
+        raise ValidationFailed(
+            f"resources.gpus: at most {settings.max_gpus_per_job} on this server, got {asked.gpus}",
+            {"field": "resources.gpus", "max": settings.max_gpus_per_job},
+        )
+    try:
+        # The worker splits the global batch with the same rule.
+        per_device_batch_size(payload.hyperparameters.batch_size, asked.gpus)
+    except BatchSizeNotDivisible as exc:
+        raise ValidationFailed(
+            f"hyperparameters.batch_size: {exc.message}",
+            {"field": "hyperparameters.batch_size", "gpus": asked.gpus},
+            code=exc.code,
+        ) from exc
+    return Resources(gpu_type=asked.gpu_type, gpus=asked.gpus)
+
+
 def count_active_jobs(session: Session, team_id: str) -> int:
     """Queued + running jobs of team `team_id` (what EMBEDTUNE_MAX_ACTIVE_JOBS bounds)."""
     active = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
@@ -205,7 +253,10 @@ def create_job(
     preflight_failed when the preflight finds an error (its report in the details), 422
     limit_exceeded for hyperparameters over the team's `limits` (default: the settings'), 422
     model_not_found for a base model the API can tell does not exist (app.jobs.base_models),
-    and 429 too_many_active_jobs when the team already has its most queued + running jobs."""
+    and 429 too_many_active_jobs when the team already has its most queued + running jobs.
+    The job waits in the queue of its resources (app.routing); 422 validation_error naming
+    resources.gpu_type or resources.gpus for hardware this server does not offer."""
+    resources = _resources(settings, payload)
     datasets = {
         field: _check_dataset(session, field, getattr(payload, field), team_id)
         for field in ("train_dataset", "eval_dataset", "test_dataset", "sts_dataset")
@@ -239,6 +290,10 @@ def create_job(
         card_examples=payload.card_examples,
         preflight=report,
         attempt=0,
+        resources=resources.as_json(),
+        # The full name, even for the default queue: a job stays in the queue it was sent to
+        # whatever EMBEDTUNE_QUEUE the process that re-sends it has.
+        queue=queue_for(resources, settings.queue),
     )
     session.add(job)
     session.flush()
@@ -291,7 +346,14 @@ def list_jobs(
     return page, has_more, next_cursor
 
 
-def to_read(job: Job) -> JobRead:
+def read_jobs(session: Session, settings: Settings, jobs: Sequence[Job]) -> list[JobRead]:
+    """`jobs` as clients see them, the queued ones with their queue and place there."""
+    waiting = places(session, jobs, default=settings.queue, heartbeat_s=settings.worker_heartbeat_s)
+    return [to_read(job, waiting.get(job.id)) for job in jobs]
+
+
+def to_read(job: Job, queue: JobQueue | None = None) -> JobRead:
+    """Job `job` as clients see it; `queue`: where it waits, when it is queued (read_jobs)."""
     error = {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None
     model = None
     if job.status == JobStatus.SUCCEEDED.value and job.model_sha256:
@@ -327,6 +389,8 @@ def to_read(job: Job) -> JobRead:
             "cancel_requested_at": job.cancel_requested_at,
             "checkpoint_step": job.checkpoint_step,
             "hub_revisions": job.hub_revisions,
+            "resources": Resources.of(job.resources).as_json(),
+            "queue": queue,
         },
         # Stored references are shown as stored, including any from before the name rules.
         context={STORED: True},

@@ -2,14 +2,15 @@
 
 The API never imports torch or transformers: the tokenizer is the model's ``tokenizer.json``,
 read with the ``tokenizers`` package (Rust, no torch). The base model is found the way the worker
-finds it (:func:`worker.training.models.resolve_base_model`): a folder inside the configured model
+finds it (:func:`rules.base_models.resolve_base_model`): a folder inside the configured model
 directories, else a Hub id, looked up in the local Hugging Face cache only (never downloaded here).
 
-The max length is the one the worker will train with: the job's ``max_seq_length`` (capped, as the
-worker does, at what the model's position embeddings allow), else the model's
+The max length is the one the worker will train with (:func:`rules.seq_length.max_seq_length`):
+the job's ``max_seq_length``, else the model's own, capped at what the model's position
+embeddings allow. The model's own is what sentence-transformers gives it: the model's
 ``sentence_bert_config.json`` ``max_seq_length``, else the smaller of ``tokenizer_config.json``
-``model_max_length`` and ``config.json`` ``max_position_embeddings`` (what sentence-transformers
-falls back to). Lengths count the special tokens, as the model sees the text.
+``model_max_length`` and ``config.json`` ``max_position_embeddings``. Lengths count the special
+tokens, as the model sees the text.
 
 Only the first SAMPLE_ROWS rows of each dataset are tokenized, so a large upload costs a bounded
 time at POST /jobs.
@@ -27,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 from app.datasets.formats import DatasetFormat
 from app.datasets.preflight import MAX_EXAMPLES, cell_text, shorten
 from app.datasets.readers import open_reader
-from worker.training.errors import ModelNotFound
-from worker.training.models import resolve_base_model, short_reason
-from worker.training.names import check_hub_id
+from rules import seq_length
+from rules.base_models import resolve_base_model
+from rules.errors import ModelNotFound, short_reason
+from rules.names import check_hub_id
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -41,23 +43,6 @@ TRUNCATED_SHARE = 0.01
 TRUNCATED_TEXTS = "truncated_texts"
 PERCENTILES = (50, 90, 99)
 
-# Model types whose position ids start after the padding index (RoBERTa-style embeddings): the
-# worker caps max_seq_length at max_position_embeddings - (pad_token_id + 1) for them.
-_OFFSET_POSITION_TYPES = frozenset(
-    {
-        "roberta",
-        "xlm-roberta",
-        "xlm-roberta-xl",
-        "camembert",
-        "mpnet",
-        "longformer",
-        "data2vec-text",
-        "roberta-prelayernorm",
-        "ibert",
-        "luke",
-        "markuplm",
-    }
-)
 # A model_max_length this large means "unset" (transformers' VERY_LARGE_INTEGER).
 _UNSET_LENGTH = 10**12
 
@@ -96,7 +81,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _hub_snapshot(name: str) -> Path:
     """The cached snapshot folder of Hub model ``name`` (the API's Hugging Face cache only);
-    TokenizerUnavailable when ``name`` is no Hub id (worker.training.names) or is not cached."""
+    TokenizerUnavailable when ``name`` is no Hub id (rules.names) or is not cached."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError as exc:  # pragma: no cover - tokenizers depends on huggingface_hub
@@ -133,30 +118,13 @@ def _transformer_folder(root: Path) -> Path:
     return root
 
 
-def _position_limit(config: Mapping[str, Any]) -> int | None:
-    value = config.get("max_position_embeddings")
-    if not isinstance(value, int) or value <= 0:
-        return None
-    pad = config.get("pad_token_id")
-    if config.get("model_type") in _OFFSET_POSITION_TYPES and isinstance(pad, int):
-        return value - (pad + 1)
-    return value
-
-
-def effective_max_length(folder: Path, requested: int | None) -> tuple[int | None, str | None]:
-    """(max length the worker trains with, where it comes from), from the Transformer folder's
-    files and the job's ``max_seq_length`` (None: the model's own); (None, None) when unknown."""
-    config = _read_json(folder / "config.json")
-    if requested is not None:
-        limit = _position_limit(config)
-        if limit is not None and requested > limit:
-            return limit, "config.json"
-        return requested, "hyperparameters"
+def _model_default(folder: Path, config: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    """(the max length sentence-transformers gives the model in ``folder``, the file that says)."""
     st_length = _read_json(folder / "sentence_bert_config.json").get("max_seq_length")
     if isinstance(st_length, int) and st_length > 0:
         return st_length, "sentence_bert_config.json"
     model_max = _read_json(folder / "tokenizer_config.json").get("model_max_length")
-    positions = config.get("max_position_embeddings")
+    positions = seq_length.text_config(config).get("max_position_embeddings")
     candidates = [
         (v, source)
         for v, source in (
@@ -168,6 +136,20 @@ def effective_max_length(folder: Path, requested: int | None) -> tuple[int | Non
     if not candidates:
         return None, None
     return min(candidates, key=lambda c: c[0])
+
+
+def effective_max_length(folder: Path, requested: int | None) -> tuple[int | None, str | None]:
+    """(max length the worker trains with, where it comes from), from the Transformer folder's
+    files and the job's ``max_seq_length`` (None: the model's own); (None, None) when unknown.
+    A length capped at the position embeddings comes from ``config.json``."""
+    config = _read_json(folder / "config.json")
+    default, source = (None, None) if requested is not None else _model_default(folder, config)
+    length = seq_length.max_seq_length(config, requested, default)
+    if length is None:
+        return None, None
+    if length != (requested if requested is not None else default):
+        return length, "config.json"
+    return length, "hyperparameters" if requested is not None else source
 
 
 def load_model_tokenizer(

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from app.db.session import unit_of_work
 from app.jobs.models import Job
 from app.jobs.states import JobStatus
+from app.jobs.waiting import queued_by_queue
 from app.settings import Settings
 from app.workers import service as workers
 
@@ -22,8 +23,9 @@ log = logging.getLogger(__name__)
 class DatabaseCollector(Collector):
     """Jobs by status, queue depth, live workers per queue and failed jobs by error code.
 
-    Jobs carry no queue: every queued job in the database counts toward this API's queue
-    (EMBEDTUNE_QUEUE). When the database does not answer, only `embedtune_database_up 0`."""
+    Queue depth is by each job's own queue (app.routing); jobs from before routing count toward
+    this API's queue (EMBEDTUNE_QUEUE). When the database does not answer, only
+    `embedtune_database_up 0`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -36,7 +38,7 @@ class DatabaseCollector(Collector):
             "embedtune_database_up", "Whether the database answered this scrape (1) or not (0)."
         )
         try:
-            by_status, failed, alive = self._read()
+            by_status, failed, alive, waiting = self._read()
         except Exception:
             log.warning("metrics: the database did not answer", exc_info=True)
             up.add_metric([], 0)
@@ -53,7 +55,9 @@ class DatabaseCollector(Collector):
         depth = GaugeMetricFamily(
             "embedtune_queue_depth", "Jobs waiting for a worker, by queue.", labels=["queue"]
         )
-        depth.add_metric([self.settings.queue], by_status.get(JobStatus.QUEUED.value, 0))
+        waiting.setdefault(self.settings.queue, 0)
+        for queue, count in sorted(waiting.items()):
+            depth.add_metric([queue], count)
         yield depth
 
         live = GaugeMetricFamily(
@@ -73,7 +77,7 @@ class DatabaseCollector(Collector):
             failures.add_metric([code], count)
         yield failures
 
-    def _read(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    def _read(self) -> tuple[dict[str, int], dict[str, int], dict[str, int], dict[str, int]]:
         with unit_of_work() as session:
             by_status = {
                 str(status): int(count)
@@ -90,4 +94,5 @@ class DatabaseCollector(Collector):
                 )
             }
             alive = workers.alive_by_queue(session, self.settings.worker_heartbeat_s)
-        return by_status, failed, alive
+            waiting = queued_by_queue(session, self.settings.queue)
+        return by_status, failed, alive, waiting

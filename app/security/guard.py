@@ -64,6 +64,10 @@ class _Disconnected(Exception):
     """The client went away while its body was being read."""
 
 
+# Set on the scope of a HEAD request, which the routes see as GET.
+HEAD_SCOPE_KEY = "embedtune.head"
+
+
 def route_kind(path: str) -> str:
     """'public', 'metrics', 'admin' or 'team': which credential the path needs."""
     if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or path == UI_PATH:
@@ -105,7 +109,8 @@ class RequestGuard:
             return
         head = scope["method"] == "HEAD"
         if head:
-            scope = dict(scope, method="GET")
+            # Routes may look at HEAD_SCOPE_KEY to skip producing a body nobody will get.
+            scope = dict(scope, method="GET", **{HEAD_SCOPE_KEY: True})
         send = _with_headers(_without_body(send) if head else send)
         try:
             await self._authenticate(scope)

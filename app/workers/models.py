@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, UTCDateTime, utcnow
+from app.db.base import Base, JSONType, UTCDateTime, utcnow
 
 
 class WorkerHeartbeat(Base):
@@ -20,3 +21,8 @@ class WorkerHeartbeat(Base):
     concurrency: Mapped[int] = mapped_column(Integer, default=1)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # What the worker has: its GPU type (None: unset) and device count, and every queue it
+    # consumes (app.routing).
+    gpu_type: Mapped[str | None] = mapped_column(String(64))
+    gpus: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    queues: Mapped[list[Any] | None] = mapped_column(JSONType)

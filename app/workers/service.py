@@ -7,9 +7,12 @@ A worker that dies without a clean shutdown leaves its row behind: it stops coun
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -22,17 +25,28 @@ ALIVE_HEARTBEATS = 3
 STALE_AFTER = timedelta(days=1)
 
 
-def beat(session: Session, node: str, queue: str, concurrency: int) -> None:
-    """Insert or refresh the row of worker `node` (last_seen_at = now)."""
+def beat(
+    session: Session,
+    node: str,
+    queue: str,
+    concurrency: int,
+    *,
+    gpu_type: str | None = None,
+    gpus: int = 1,
+    queues: Sequence[str] | None = None,
+) -> None:
+    """Insert or refresh the row of worker `node` (last_seen_at = now): its deployment queue
+    `queue`, and what it has and consumes (`queues`, default just `queue`; app.routing)."""
     now = utcnow()
-    values = {
-        "node": node,
+    refreshed = {
         "queue": queue,
         "concurrency": concurrency,
-        "started_at": now,
+        "gpu_type": gpu_type,
+        "gpus": gpus,
+        "queues": list(queues) if queues is not None else [queue],
         "last_seen_at": now,
     }
-    refreshed = {"queue": queue, "concurrency": concurrency, "last_seen_at": now}
+    values = {"node": node, "started_at": now, **refreshed}
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         pg = postgresql.insert(WorkerHeartbeat).values(values)
@@ -59,14 +73,49 @@ def alive_since(heartbeat_s: float, now: datetime | None = None) -> datetime:
     return (now or utcnow()) - timedelta(seconds=ALIVE_HEARTBEATS * heartbeat_s)
 
 
-def alive_by_queue(session: Session, heartbeat_s: float) -> dict[str, int]:
-    """Queue name -> how many workers taking jobs from it were seen within the alive window."""
+@dataclass(frozen=True)
+class LiveWorker:
+    node: str
+    gpu_type: str | None
+    gpus: int
+    queues: tuple[str, ...]
+
+
+def alive(session: Session, heartbeat_s: float) -> list[LiveWorker]:
+    """The workers seen within the alive window, with what they have and consume."""
     rows = session.execute(
-        select(WorkerHeartbeat.queue, func.count())
-        .where(WorkerHeartbeat.last_seen_at >= alive_since(heartbeat_s))
-        .group_by(WorkerHeartbeat.queue)
+        select(
+            WorkerHeartbeat.node,
+            WorkerHeartbeat.queue,
+            WorkerHeartbeat.gpu_type,
+            WorkerHeartbeat.gpus,
+            WorkerHeartbeat.queues,
+        ).where(WorkerHeartbeat.last_seen_at >= alive_since(heartbeat_s))
     )
-    return {str(queue): int(count) for queue, count in rows}
+    return [
+        LiveWorker(
+            node=row.node,
+            gpu_type=row.gpu_type,
+            gpus=int(row.gpus or 1),
+            # Rows of workers from before routing name only their one queue.
+            queues=tuple(str(q) for q in (row.queues or [row.queue])),
+        )
+        for row in rows
+    ]
+
+
+def by_queue(live: Sequence[LiveWorker]) -> dict[str, int]:
+    """Queue name -> how many of the `live` workers take jobs from it."""
+    counts: Counter[str] = Counter()
+    for worker in live:
+        counts.update(set(worker.queues))
+    return dict(counts)
+
+
+def alive_by_queue(session: Session, heartbeat_s: float) -> dict[str, int]:
+    """Queue name -> how many workers taking jobs from it were seen within the alive window. A
+    worker counts in every queue it consumes (app.routing)."""
+    return by_queue(alive(session, heartbeat_s))
 
 
 def prune(session: Session, older_than: timedelta = STALE_AFTER) -> int:

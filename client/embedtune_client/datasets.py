@@ -1,4 +1,4 @@
-"""`client.datasets`: upload, list and get training data."""
+"""`client.datasets`: upload, list, get and delete training data."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from embedtune_client.errors import raise_for_error
 from embedtune_client.models import Dataset
 
 if TYPE_CHECKING:
@@ -79,6 +80,13 @@ class Datasets:
     def get(self, dataset_id: str) -> Dataset:
         """One dataset; NotFoundError for an unknown id."""
         return Dataset.model_validate(self._client.request("GET", f"/datasets/{dataset_id}"))
+
+    def delete(self, dataset_id: str) -> None:
+        """Delete a dataset and its stored file. NotFoundError for an unknown id;
+        ConflictError (`dataset_in_use`, `details["jobs"]` names them) while a queued or
+        running job uses it."""
+        response = self._client.send("DELETE", f"/datasets/{dataset_id}")
+        raise_for_error(response)
 
     def resolve(self, value: Any) -> Any:
         """`value` as the job body takes it: a local file is uploaded and becomes its id; ids,

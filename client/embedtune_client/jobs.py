@@ -1,4 +1,4 @@
-"""`client.jobs`: create, read, follow, cancel and download fine-tuning jobs."""
+"""`client.jobs`: create, read, follow, cancel, download and delete fine-tuning jobs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedtune_client.download import download_model
-from embedtune_client.errors import JobCancelled, JobFailed, WaitTimeout
+from embedtune_client.errors import JobCancelled, JobFailed, WaitTimeout, raise_for_error
 from embedtune_client.models import (
     Job,
     JobEvent,
@@ -48,13 +48,15 @@ class Jobs:
         metadata: dict[str, str] | None = None,
         loss: str | None = None,
         card_examples: bool | None = None,
+        resources: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         **fields: Any,
     ) -> Job:
         """Create a job (POST /jobs) and return it, queued. Keyword arguments are the job body's
         fields (None ones are left out, so the server's defaults apply; `fields` passes any
         other). A dataset is an id (`ds_...`), a Hub reference ({"hub": ..., ...}), or a local
-        file path, which is uploaded first.
+        file path, which is uploaded first. `resources` asks for hardware, e.g.
+        {"gpu_type": "h100", "gpus": 2}.
 
         The request carries an Idempotency-Key (a new UUID unless given): when a connection
         drops or the API answers 429/503, the client sends it again (after Retry-After) and the
@@ -72,6 +74,7 @@ class Jobs:
             "metadata": metadata,
             "loss": loss,
             "card_examples": card_examples,
+            "resources": resources,
             **fields,
         }
         body = {k: v for k, v in body.items() if v is not None}
@@ -98,6 +101,13 @@ class Jobs:
         """Cancel a job: a queued one at once, a running one at its next step (its status then
         turns `cancelled` shortly). ConflictError (`job_finished`) for a finished job."""
         return Job.model_validate(self._client.request("POST", f"/jobs/{job_id}/cancel"))
+
+    def delete(self, job_id: str) -> None:
+        """Delete a finished job with everything the API keeps of it (timeline, metrics, model
+        and checkpoints in the store). NotFoundError for an unknown id; ConflictError
+        (`job_active`) while it is queued or running: cancel it first."""
+        response = self._client.send("DELETE", f"/jobs/{job_id}")
+        raise_for_error(response)
 
     def events_page(
         self, job_id: str, *, cursor: str | None = None, limit: int | None = None

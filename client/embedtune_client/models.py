@@ -54,8 +54,26 @@ class ModelArtifact(_Model):
     sha256: str
 
 
+class JobResources(_Model):
+    """The hardware a job asked for: a GPU type (None: any) and a device count."""
+
+    gpu_type: str | None = None
+    gpus: int = 1
+
+
+class JobQueue(_Model):
+    """Where a queued job waits: its queue, its place there (1 = next) and the live workers
+    taking that queue; `message` says why it waits when there are none."""
+
+    name: str
+    position: int
+    workers: int
+    message: str | None = None
+
+
 class Job(_Model):
-    """A fine-tuning job (GET /jobs/{id}). Datasets are ids (str) or Hub references (dict)."""
+    """A fine-tuning job (GET /jobs/{id}). Datasets are ids (str) or Hub references (dict).
+    `queue` is set while the job is queued (servers without routing: never)."""
 
     id: str
     status: JobStatus
@@ -76,6 +94,8 @@ class Job(_Model):
     model: ModelArtifact | None = None
     attempt: int = 0
     cancel_requested_at: datetime | None = None
+    resources: JobResources = JobResources()
+    queue: JobQueue | None = None
 
     @property
     def finished(self) -> bool:

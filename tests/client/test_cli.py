@@ -48,6 +48,17 @@ def test_upload_create_get_list(run, triplet_files: dict[str, Path]) -> None:  #
     assert job["test_dataset"] == dataset["id"]
     assert job["hyperparameters"]["batch_size"] == 8
     assert job["hyperparameters"]["precision"] == "fp32"
+    assert job["resources"] == {"gpu_type": None, "gpus": 1}
+
+    # Hardware: the job waits in the queue of two devices (any GPU type).
+    on_two = run(
+        "jobs", "create", "--base-model", FAKE_MODEL, "--train", dataset["id"], "--gpus", "2",
+        "--set", "batch_size=8", "--json",
+    )  # fmt: skip
+    assert on_two.exit_code == 0, on_two.output
+    two = json.loads(on_two.stdout)
+    assert two["resources"] == {"gpu_type": None, "gpus": 2}
+    assert two["queue"]["name"].endswith(".any.x2")
 
     listing = run("datasets", "list").stdout
     assert dataset["id"] in listing and "train.jsonl" in listing

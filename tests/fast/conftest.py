@@ -19,6 +19,7 @@ from app.auth import service as auth_service
 from app.db import session as db_session
 from app.queue import get_celery
 from app.settings import get_settings
+from app.storage import get_store
 from tests.support.services import auth_headers
 from tests.support.tiny_model import build_tiny_model
 
@@ -27,7 +28,8 @@ FAST_MODEL = "tiny"
 
 
 def _clear_caches() -> None:
-    for cached in (get_settings, db_session.get_engine, db_session.get_sessionmaker, get_celery):
+    caches = (get_settings, db_session.get_engine, db_session.get_sessionmaker, get_celery)
+    for cached in (*caches, get_store):  # the store follows the settings (default: the data dir)
         cached.cache_clear()
 
 
@@ -94,6 +96,7 @@ def app_with(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch):  # 
         for name, value in settings.items():
             monkeypatch.setenv(f"EMBEDTUNE_{name}", value)
         get_settings.cache_clear()
+        get_store.cache_clear()
         return create_app()
 
     return make

@@ -102,7 +102,8 @@ def test_health_counts_live_workers_and_is_degraded_while_queued_jobs_have_none(
         "status": "ok",
         "database": "ok",
         "broker": "ok",
-        "workers": {"alive": 0, "queues": {QUEUE: 0}},
+        "storage": "ok",
+        "workers": {"alive": 0, "queues": {QUEUE: 0}, "gpu_types": {}},
     }
 
     create_job(client, upload(client)["id"])
@@ -110,7 +111,7 @@ def test_health_counts_live_workers_and_is_degraded_while_queued_jobs_have_none(
     # The API works; only the queued jobs wait: 200, not 503.
     assert r.status_code == 200
     assert r.json()["status"] == "degraded"
-    assert r.json()["workers"] == {"alive": 0, "queues": {QUEUE: 0}}
+    assert r.json()["workers"] == {"alive": 0, "queues": {QUEUE: 0}, "gpu_types": {}}
 
     with unit_of_work() as session:
         workers.beat(session, "embedtune-1@host", "elsewhere", 1)
@@ -121,7 +122,11 @@ def test_health_counts_live_workers_and_is_degraded_while_queued_jobs_have_none(
     r = client_for(app).get("/health")
     assert r.status_code == 200
     assert r.json()["status"] == "ok"
-    assert r.json()["workers"] == {"alive": 2, "queues": {QUEUE: 1, "elsewhere": 1}}
+    assert r.json()["workers"] == {
+        "alive": 2,
+        "queues": {QUEUE: 1, "elsewhere": 1},
+        "gpu_types": {"any": {"workers": 2, "gpus": 2}},
+    }
 
 
 def test_a_worker_not_seen_for_three_heartbeats_is_not_alive_and_is_pruned_after_a_day(
@@ -142,7 +147,8 @@ def test_a_worker_not_seen_for_three_heartbeats_is_not_alive_and_is_pruned_after
             .where(WorkerHeartbeat.node == "dead@host")
             .values(last_seen_at=now - timedelta(days=1, minutes=1))
         )
-    assert client_for(app).get("/health").json()["workers"] == {"alive": 1, "queues": {QUEUE: 1}}
+    seen = client_for(app).get("/health").json()["workers"]
+    assert (seen["alive"], seen["queues"]) == (1, {QUEUE: 1})
     with unit_of_work() as session:
         assert workers.prune(session) == 1
         workers.remove(session, "fresh@host")

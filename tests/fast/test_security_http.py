@@ -445,7 +445,7 @@ def test_stored_datasets_are_the_service_users_alone(team_client, settings_env) 
     stored = list((data_dir / "datasets").iterdir())
     assert [p.name for p in stored] == [f"{dataset['id']}.jsonl"]
     assert stat.S_IMODE(stored[0].stat().st_mode) == 0o600
-    for folder in (data_dir / "datasets", data_dir / "uploads"):
+    for folder in (data_dir / "datasets", data_dir / "scratch" / "uploads"):
         assert stat.S_IMODE(folder.stat().st_mode) & 0o077 == 0, folder
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +38,7 @@ class Process:
         new_session: bool = False,
     ):
         self.name = name
+        self._new_session = new_session
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         # A new session lets a test signal the process and its children as one group.
@@ -53,6 +55,18 @@ class Process:
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text(errors="replace")[-chars:]
+
+    def discard(self) -> None:
+        """Teardown of a test that is over: SIGKILL (its whole group when it has its own
+        session), not the seconds a Celery worker's warm shutdown takes. Its job processes die
+        with it (the pool's and the ranks' parent-death signal)."""
+        if self.proc.poll() is None:
+            if self._new_session:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.kill()
+            self.proc.wait()
+        self._log.close()
 
     def stop(self, timeout: float = 30) -> None:
         if self.proc.poll() is None:

@@ -15,6 +15,14 @@ from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 
 from app.jobs.preflight import StoredData, job_preflight
+from rules.holdout import (
+    HOLDOUT_MAX_SHARE,
+    anchor_key,
+    anchor_sizes,
+    held_out_anchors,
+    held_out_indices,
+    holdout_rows,
+)
 from tests.support.tiny_model import SNLI_TRIPLETS, read_jsonl, write_jsonl
 from tests.training.conftest import local
 from worker.training.data import (
@@ -25,14 +33,6 @@ from worker.training.data import (
     split_holdout,
 )
 from worker.training.evaluation import build_triplet_evaluator, evaluate
-from worker.training.holdout import (
-    HOLDOUT_MAX_SHARE,
-    anchor_key,
-    anchor_sizes,
-    held_out_anchors,
-    held_out_indices,
-    holdout_rows,
-)
 from worker.training.pipeline import run
 from worker.training.spec import Holdout, Hyperparameters, LocalData, MetricPoint
 
@@ -186,7 +186,7 @@ def test_the_rule_does_not_depend_on_row_order(snli):
 
 def test_the_rule_imports_nothing_heavy():
     code = (
-        "import sys, worker.training.holdout; "
+        "import sys, rules.holdout; "
         "print(sorted({'numpy', 'torch', 'datasets', 'transformers'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

@@ -17,10 +17,10 @@ import pytest
 from pydantic import ValidationError
 
 from app.jobs.schemas import STORED, HubDatasetRef, JobCreate
+from rules import names
+from rules.errors import DatasetUnavailable, ModelNotFound
 from tests.training.hub_cache import cache_hub_dataset, use_hub_cache
-from worker.training import names
 from worker.training.data import load_sts_data, load_train_data
-from worker.training.errors import DatasetUnavailable, ModelNotFound
 from worker.training.models import load_base_model
 from worker.training.spec import HubData
 

@@ -3,6 +3,10 @@
 A checkpoint is the trainer's `checkpoint-<step>` folder (model, optimizer, scheduler, RNG and
 trainer state). It counts only once COMPLETE_MARKER is written into it, after the trainer's
 on_save: a worker killed while saving leaves a folder without it, which is never resumed from.
+
+On several devices (worker.training.distributed) the ranks agree every step on whether to save
+and to stop, all of them write their part of a checkpoint (each its own RNG state), and the main
+rank marks it complete once every rank has.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from rules.checkpoints import COMPLETE_MARKER
+from worker.training import distributed
 from worker.training.spec import CheckpointPolicy, RunControl, StopReason
 
-COMPLETE_MARKER = "embedtune-complete"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
@@ -57,9 +62,11 @@ class CheckpointCallback(TrainerCallback):
         if state.global_step >= state.max_steps:
             return  # the finished model is saved as the result, not as a checkpoint
         every = self.policy.every_steps
-        if (every and state.global_step % every == 0) or (
+        due = bool(every and state.global_step % every == 0) or (
             time.monotonic() - self._last_save >= self.policy.every_s
-        ):
+        )
+        # Each rank has its own clock: they save when any of them finds a save due.
+        if distributed.agree(due):
             control.should_save = True
 
     def on_save(
@@ -67,7 +74,8 @@ class CheckpointCallback(TrainerCallback):
     ) -> None:
         self._last_save = time.monotonic()
         folder = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
-        if folder.is_dir():
+        distributed.barrier()  # every rank's part of the checkpoint is written
+        if distributed.is_main() and folder.is_dir():
             (folder / COMPLETE_MARKER).write_text(str(state.global_step))
             if self.run_control is not None:
                 self.run_control.checkpoint_saved(int(state.global_step), folder)
@@ -88,7 +96,8 @@ class StopCallback(TrainerCallback):
     ) -> None:
         if self.reason is not None or state.global_step >= state.max_steps:
             return
-        reason = self.run_control.stop_requested()
+        # Every rank stops at the same step, for the same reason.
+        reason = distributed.agree_on_stop(self.run_control.stop_requested())
         if reason is None:
             return
         self.reason = reason

@@ -5,7 +5,7 @@ test data must be triplets, because the TripletEvaluator needs a negative for ev
 data has two texts and a float score (sentence1, sentence2, score). Without eval data, a seeded
 share of the training rows is held out as the eval set (`split_holdout`).
 
-A Hub dataset is a name (worker.training.names), never a path: the Hub client fetches it into
+A Hub dataset is a name (rules.names), never a path: the Hub client fetches it into
 the Hugging Face cache (`fetch_hub_snapshot`) and `datasets` loads that snapshot folder.
 """
 
@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rules.holdout import HOLDOUT_MAX_ROWS as HOLDOUT_MAX_ROWS  # re-exported
+from rules.holdout import HOLDOUT_MIN_TRAIN_ROWS as HOLDOUT_MIN_TRAIN_ROWS
+from rules.holdout import HOLDOUT_SHARE, held_out_indices
+from rules.names import check_config, check_hub_id, check_revision, check_split
 from worker.training.errors import DatasetInvalid, DatasetUnavailable
-from worker.training.holdout import HOLDOUT_MAX_ROWS as HOLDOUT_MAX_ROWS  # re-exported
-from worker.training.holdout import HOLDOUT_MIN_TRAIN_ROWS as HOLDOUT_MIN_TRAIN_ROWS
-from worker.training.holdout import HOLDOUT_SHARE, held_out_indices
 from worker.training.models import short_reason
-from worker.training.names import check_config, check_hub_id, check_revision, check_split
 from worker.training.spec import STS_COLUMNS, DataSource, Holdout, HubData, LocalData
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ HUB_CARD_FILE = "README.md"
 # Where `datasets` writes the Arrow files it builds, inside the run's private work_dir.
 ARROW_CACHE = "hf-datasets"
 
-# The hold-out rule lives in worker.training.holdout (imported by the API's job preflight too).
+# The hold-out rule lives in rules.holdout (imported by the API's job preflight too).
 
 
 def load_train_data(
@@ -112,7 +112,7 @@ def load_text_dataset(
 def split_holdout(train: Dataset, seed: int) -> tuple[Dataset, Dataset | None, Holdout | None]:
     """Hold out a seeded share of `train` as an eval set: (rows to train on, held out, Holdout).
 
-    Held out by anchor (the first column), with the rule of worker.training.holdout: about
+    Held out by anchor (the first column), with the rule of rules.holdout: about
     HOLDOUT_SHARE of the rows (at most HOLDOUT_MAX_ROWS), all rows of a held-out anchor together,
     picked by `seed`, so the same data and seed always hold out the same rows. Both parts keep the
     original row order. When nothing is held out (fewer than HOLDOUT_MIN_TRAIN_ROWS rows, or every
@@ -208,7 +208,7 @@ def snapshot_commit(snapshot: Path) -> str | None:
 
 
 def _check_hub_names(source: HubData, role: str) -> None:
-    """DatasetUnavailable unless the reference's names follow worker.training.names (the API
+    """DatasetUnavailable unless the reference's names follow rules.names (the API
     checks them too; a job stored before the rules, or a spec built elsewhere, may not). The
     message does not echo the reference: it may be a path."""
     checks: list[tuple[str, Callable[[str], str], str | None]] = [

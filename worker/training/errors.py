@@ -1,41 +1,19 @@
-"""Typed failures of a training run.
+"""Typed failures of a training run, and how a run stops early.
 
-`code` is stable: it is stored on the job and shown to users.
+The failures and their stable codes live in rules.errors (the API raises some of them too) and
+are re-exported here for the pipeline; stopping early is the worker's own business.
 """
 
+from __future__ import annotations
 
-class TrainingError(Exception):
-    code = "training_failed"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class ModelNotFound(TrainingError):
-    code = "model_not_found"
-
-
-class DatasetUnavailable(TrainingError):
-    code = "dataset_unavailable"
-
-
-class DatasetInvalid(TrainingError):
-    """The data loaded but cannot be trained or evaluated on (wrong columns, no rows...)."""
-
-    code = "dataset_invalid"
-
-
-class PrecisionUnsupported(TrainingError):
-    """The requested precision cannot run on this device (fp16/bf16 on CPU, bf16 on an old GPU)."""
-
-    code = "precision_unsupported"
-
-
-class OutOfMemory(TrainingError):
-    """The accelerator ran out of memory; a smaller batch_size or max_seq_length may fit."""
-
-    code = "out_of_memory"
+from rules.errors import (
+    DatasetInvalid,
+    DatasetUnavailable,
+    ModelNotFound,
+    OutOfMemory,
+    PrecisionUnsupported,
+    TrainingError,
+)
 
 
 class TrainingStopped(Exception):
@@ -46,3 +24,14 @@ class TrainingStopped(Exception):
         self.reason = reason
         self.step = step
         self.checkpoint = checkpoint  # the checkpoint saved on the way out, if any
+
+
+__all__ = [
+    "DatasetInvalid",
+    "DatasetUnavailable",
+    "ModelNotFound",
+    "OutOfMemory",
+    "PrecisionUnsupported",
+    "TrainingError",
+    "TrainingStopped",
+]

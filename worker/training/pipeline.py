@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from rules.devices import per_device_batch_size
+from rules.steps import total_steps
+from worker.training import distributed
 from worker.training.callbacks import MetricsCallback, ProgressCallback, finite
 from worker.training.card import CardFacts, add_section
 from worker.training.checkpoints import CheckpointCallback, StopCallback
@@ -43,12 +46,12 @@ from worker.training.spec import (
     MetricPoint,
     Metrics,
     MetricsRecorder,
+    Progress,
     ProgressReporter,
     RunControl,
     TrainingResult,
     TrainingSpec,
 )
-from worker.training.steps import total_steps
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -161,6 +164,10 @@ def run(
     Metrics are computed on the test data, else the eval data, else the held-out rows (when they
     are triplets), for the base and the fine-tuned model; with STS data, they also hold the
     Spearman and Pearson correlation of cosine similarity with its scores.
+
+    Run in every rank of a torch.distributed process group (worker.launch starts them), it trains
+    data-parallel (worker.training.distributed): batch_size is the global batch, the main rank
+    alone reports, records and saves, and every rank returns the same result.
     """
     hp = spec.hyperparameters
     checkpoints = spec.checkpoints
@@ -168,6 +175,13 @@ def run(
         raise TrainingError(f"warmup_ratio must be at least 0 and below 1, got {hp.warmup_ratio}.")
     if hp.eval_steps is not None and hp.eval_steps < 1:
         raise TrainingError(f"eval_steps must be at least 1, got {hp.eval_steps}.")
+    devices = distributed.world_size()
+    device_batch_size = per_device_batch_size(hp.batch_size, devices)
+    main = distributed.is_main()
+    if not main:
+        # The same callbacks on every rank (they steer the trainer), silent on all but one.
+        report = _no_progress
+        record = _no_point if record is not None else None
     choice = resolve_device(hp.precision)
     work_dir = Path(spec.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -206,7 +220,15 @@ def run(
     )
     from transformers.trainer_callback import PrinterCallback
 
-    loss = MultipleNegativesRankingLoss(model)
+    # On several devices the training loss sees the embeddings of every device's piece of the
+    # global batch. The eval loss is computed by the main rank alone, from embeddings of whole
+    # global batches: it never gathers.
+    eval_loss = MultipleNegativesRankingLoss(model)
+    loss = (
+        eval_loss
+        if devices == 1
+        else MultipleNegativesRankingLoss(model, gather_across_devices=True)
+    )
 
     # Evaluators only encode (no activations kept for backward), so they take larger batches
     # than training: on a GPU, small batches leave evaluation bound by kernel launches. The
@@ -219,7 +241,7 @@ def run(
     # negatives: no accuracies) keep the trainer's eval-loss pass.
     eval_evaluator = (
         build_triplet_loss_evaluator(
-            eval_data, eval_role, loss, hp.batch_size, hp.seed, batch_size=encode_batch
+            eval_data, eval_role, eval_loss, hp.batch_size, hp.seed, batch_size=encode_batch
         )
         if eval_data is not None and len(eval_data.column_names) >= 3
         else None
@@ -246,10 +268,13 @@ def run(
     def score(scored: SentenceTransformer) -> Metrics | None:
         if evaluator is None:
             return None
-        values: Metrics = dict(evaluate(scored, evaluator))
-        if sts_evaluator is not None:
-            values.update(evaluate_sts(scored, sts_evaluator))
-        return values
+        values: Metrics | None = None
+        with distributed.main_rank_evaluation(scored) as runs_here:
+            if runs_here:
+                values = dict(evaluate(scored, evaluator))
+                if sts_evaluator is not None:
+                    values.update(evaluate_sts(scored, sts_evaluator))
+        return distributed.share(values)
 
     with _out_of_memory_as_error(hp.batch_size, hp.max_seq_length):
         base_metrics = score(model)
@@ -257,7 +282,7 @@ def run(
     evaluating = eval_data is not None
     # A resumed attempt's step 0 was recorded by the first attempt.
     resuming = checkpoints is not None and checkpoints.resume_from is not None
-    if scores_are_evals and record is not None and not resuming:
+    if scores_are_evals and record is not None and main and not resuming:
         _record_eval_point(record, eval_evaluator, step=0, epoch=0.0)
     eval_steps = eval_steps_for(hp, len(train_data)) if evaluating else None
     logging_steps = logging_steps_for(hp, len(train_data))
@@ -267,8 +292,8 @@ def run(
         output_dir=str(checkpoints.dir if checkpoints else work_dir / "trainer"),
         save_total_limit=checkpoints.keep if checkpoints else None,
         num_train_epochs=hp.epochs,
-        per_device_train_batch_size=hp.batch_size,
-        per_device_eval_batch_size=hp.batch_size,
+        per_device_train_batch_size=device_batch_size,
+        per_device_eval_batch_size=device_batch_size,
         learning_rate=hp.learning_rate,
         # transformers 5 dropped warmup_ratio: a float below 1 in warmup_steps is the ratio.
         warmup_steps=float(hp.warmup_ratio),
@@ -276,7 +301,12 @@ def run(
         bf16=choice.precision == "bf16",
         fp16=choice.precision == "fp16",
         max_steps=hp.max_steps if hp.max_steps is not None else -1,
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        batch_sampler=(
+            BatchSamplers.NO_DUPLICATES
+            if devices == 1
+            # Typed as returning its own sampler class; the trainer only iterates what it gets.
+            else distributed.GlobalBatches(devices)  # type: ignore[arg-type]
+        ),
         report_to="none",
         save_strategy="no",
         # The trainer evaluates the eval set every eval_steps steps, and at the last step when
@@ -290,6 +320,7 @@ def run(
         logging_steps=logging_steps,
         disable_tqdm=True,
         use_cpu=choice.device == "cpu",
+        ddp_backend=("nccl" if choice.device == "cuda" else "gloo") if devices > 1 else None,
     )
     callbacks: list[Any] = [ProgressCallback(report)]
     if checkpoints is not None:
@@ -327,7 +358,7 @@ def run(
             )
         total_steps = int(trainer.state.max_steps)
         fine_tuned_metrics = score(model)
-    if scores_are_evals and record is not None:
+    if scores_are_evals and record is not None and main:
         _record_eval_point(
             record,
             eval_evaluator,
@@ -341,33 +372,36 @@ def run(
     evaluated_on = evaluated if metrics is not None else None
 
     output_dir = Path(spec.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if not spec.card_examples:
-        withhold_card_examples(model)  # again, in case anything collected rows since
-    model.save(str(output_dir))
-    write_metrics(output_dir, metrics, spec.base_model, total_steps)
-    used = asdict(hp)
-    # A limit on the service's run, not a property of the model.
-    used.pop("time_limit_s", None)
-    used.update(
-        precision=choice.precision, max_seq_length=model.max_seq_length, eval_steps=eval_steps
-    )
-    add_section(
-        output_dir,
-        CardFacts(
-            base_model=spec.base_model,
-            loss="MultipleNegativesRankingLoss",
-            total_steps=total_steps,
-            train_rows=len(train_data),
-            eval_rows=len(eval_data) if eval_data is not None else None,
-            test_rows=len(test_data) if test_data is not None else None,
-            sts_rows=len(sts_data) if sts_data is not None else None,
-            holdout=holdout,
-            hyperparameters=used,
-            metrics=metrics,
-            evaluated_on=evaluated_on,
-        ),
-    )
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if not spec.card_examples:
+            withhold_card_examples(model)  # again, in case anything collected rows since
+        model.save(str(output_dir))
+        write_metrics(output_dir, metrics, spec.base_model, total_steps)
+        used = asdict(hp)
+        # A limit on the service's run, not a property of the model.
+        used.pop("time_limit_s", None)
+        used.update(
+            precision=choice.precision, max_seq_length=model.max_seq_length, eval_steps=eval_steps
+        )
+        if devices > 1:
+            used["devices"] = devices  # batch_size stays the global batch
+        add_section(
+            output_dir,
+            CardFacts(
+                base_model=spec.base_model,
+                loss="MultipleNegativesRankingLoss",
+                total_steps=total_steps,
+                train_rows=len(train_data),
+                eval_rows=len(eval_data) if eval_data is not None else None,
+                test_rows=len(test_data) if test_data is not None else None,
+                sts_rows=len(sts_data) if sts_data is not None else None,
+                holdout=holdout,
+                hyperparameters=used,
+                metrics=metrics,
+                evaluated_on=evaluated_on,
+            ),
+        )
 
     return TrainingResult(
         model_dir=output_dir,
@@ -386,6 +420,14 @@ def run(
         logging_steps=logging_steps,
         hub_revisions=hub_revisions,
     )
+
+
+def _no_progress(progress: Progress) -> None:
+    """What a rank other than the main one does with progress."""
+
+
+def _no_point(point: MetricPoint) -> None:
+    """What a rank other than the main one does with metric points."""
 
 
 def withhold_card_examples(model: SentenceTransformer) -> None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from rules import defaults
+
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 SIMILARITY_FUNCTIONS: tuple[str, ...] = ("cosine", "dot", "euclidean", "manhattan")
 # The keys of every metrics dict a run reports, in this order.
@@ -38,7 +40,7 @@ class LocalData:
 
 @dataclass(frozen=True)
 class HubData:
-    """A dataset on the Hugging Face Hub: `hub` is a repo id (worker.training.names), fetched
+    """A dataset on the Hugging Face Hub: `hub` is a repo id (rules.names), fetched
     into the Hugging Face cache by the Hub client and loaded from that snapshot (data.py)."""
 
     hub: str
@@ -89,18 +91,20 @@ class RunControl(Protocol):
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    """Every value resolved: the API fills in defaults before a spec is built."""
+    """Every value resolved: the API fills in defaults (rules.defaults) before a spec is built."""
 
-    epochs: int = 1
-    batch_size: int = 16
-    learning_rate: float = 2e-5
-    warmup_ratio: float = 0.1
-    max_seq_length: int | None = None  # None: the model's own
-    seed: int = 42
-    precision: Precision = "auto"
-    max_steps: int | None = None
-    eval_steps: int | None = None  # None: about ten evaluations a run (ceil(total_steps / 10))
-    time_limit_s: int | None = None  # enforced by the worker (worker.lease), not the pipeline
+    epochs: int = defaults.EPOCHS
+    batch_size: int = defaults.BATCH_SIZE
+    learning_rate: float = defaults.LEARNING_RATE
+    warmup_ratio: float = defaults.WARMUP_RATIO
+    max_seq_length: int | None = defaults.MAX_SEQ_LENGTH  # None: the model's own
+    seed: int = defaults.SEED
+    precision: Precision = defaults.PRECISION
+    max_steps: int | None = defaults.MAX_STEPS
+    # None: about ten evaluations a run (ceil(total_steps / 10))
+    eval_steps: int | None = defaults.EVAL_STEPS
+    # enforced by the worker (worker.lease), not the pipeline
+    time_limit_s: int | None = defaults.TIME_LIMIT_S
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ Rows are held out by anchor, not one by one: data such as SNLI repeats an anchor
 several rows, and a held-out row whose anchor is also trained on would make the held-out scores
 optimistic. So every row of a held-out anchor is held out, and no held-out anchor is trained on.
 
-Imports nothing heavy (no numpy, torch or datasets), so the API (job preflight, which streams the
-stored file) and the worker (``worker.training.data.split_holdout``, on a ``datasets.Dataset``)
-apply exactly the same rule to the same anchors.
+The API (job preflight, which streams the stored file) and the worker
+(``worker.training.data.split_holdout``, on a ``datasets.Dataset``) both import this module, so
+they apply exactly the same rule to the same anchors.
 """
 
 from __future__ import annotations

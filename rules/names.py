@@ -5,7 +5,7 @@ directories), never a filesystem path: libraries such as `datasets` and sentence
 read anything that exists on the worker's disk as a local folder, so names that could be paths
 (absolute, `~`, `..`, `file://`, more than one `/`, a trailing newline...) are refused before
 any library sees them. One module, imported by the API's schemas (a 422 naming the field) and by
-the worker (which checks again: a job row may predate these rules). Torch-free and app-free.
+the worker (which checks again: a job row may predate these rules). Standard library only.
 
 Every check takes the client's value and returns it unchanged, or raises ValueError saying which
 rule it breaks (pydantic turns that into a 422; the worker into its typed errors). Patterns are
@@ -18,11 +18,12 @@ import re
 import unicodedata
 from collections.abc import Mapping
 
-from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-# `name` or `owner/name` in the Hub's alphabet; validate_repo_id adds the Hub's other rules
-# (at most 96 characters a part, no leading/trailing '-' or '.', no '--' or '..', no '.git').
-_REPO_ID = re.compile(r"(?:[A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]+")
+# `name` or `owner/name` by huggingface_hub's validate_repo_id (the Hub client refuses anything
+# else): each part 1 to 96 ASCII letters, digits, '-', '_' or '.', starting and ending with a
+# letter, digit or '_'; no '--' or '..' anywhere (_REPO_ID_FORBIDDEN) and no '.git' at the end.
+_REPO_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+_REPO_ID = re.compile(rf"(?:{_REPO_PART}/)?{_REPO_PART}")
+_REPO_ID_FORBIDDEN = ("--", "..")
 # Branches and tags may nest (`refs/pr/1`); a commit is 40 hex digits, which this also allows.
 _REVISION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_.-]+)*")
 # `datasets` config and split names.
@@ -49,12 +50,13 @@ MODEL_NAME_RULE = (
 def check_hub_id(value: str, rule: str = HUB_ID_RULE) -> str:
     """`value` when it is a Hub repo id (`name` or `owner/name`, by the Hub's own rules);
     ValueError with `rule` otherwise."""
-    if len(value) > REPO_ID_MAX_LENGTH or not _REPO_ID.fullmatch(value):
+    if (
+        len(value) > REPO_ID_MAX_LENGTH
+        or not _REPO_ID.fullmatch(value)
+        or any(bad in value for bad in _REPO_ID_FORBIDDEN)
+        or value.endswith(".git")
+    ):
         raise ValueError(rule)
-    try:
-        validate_repo_id(value)
-    except HFValidationError:
-        raise ValueError(rule) from None
     return value
 
 

@@ -1,7 +1,7 @@
 """How many optimisation steps a run takes, in one place.
 
-Imports nothing heavy (no torch or datasets), so the API (job preflight) and the pipeline count
-steps with exactly the same rule.
+The API (job preflight) and the pipeline both import it, so they count steps with exactly the
+same rule.
 """
 
 from __future__ import annotations
