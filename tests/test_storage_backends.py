@@ -144,3 +144,34 @@ def test_unreachable_or_misconfigured_store(
 def test_bad_storage_urls(url: str) -> None:
     with pytest.raises(ValueError, match="storage URL"):
         store_from_url(url)
+
+
+def test_a_folder_store_lists_while_another_process_deletes(tmp_path: Path) -> None:
+    # Workers list a job's checkpoints while another attempt prunes them: a folder that goes
+    # away mid-listing is not an error.
+    import shutil
+    import threading
+
+    store = store_from_url(f"file://{tmp_path / 'store'}")
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"x")
+    stop = threading.Event()
+
+    def churn() -> None:
+        n = 0
+        while not stop.is_set():
+            folder = f"jobs/j/checkpoints/attempt-1/checkpoint-{n}"
+            for part in ("model.safetensors", "optimizer.pt", "embedtune-complete"):
+                store.put_file(f"{folder}/{part}", src)
+            shutil.rmtree(tmp_path / "store" / folder, ignore_errors=True)
+            n += 1
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for _ in range(300):
+            for info in store.list("jobs/j/checkpoints/"):
+                assert info.key.startswith("jobs/j/checkpoints/attempt-1/checkpoint-")
+    finally:
+        stop.set()
+        thread.join()

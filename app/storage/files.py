@@ -109,13 +109,23 @@ class FileStore(ObjectStore):
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         folder = self.root / prefix.rstrip("/") if prefix.rstrip("/") else self.root
-        if not folder.is_dir():
-            return
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
+        found: dict[str, int] = {}
+        # os.walk skips a folder removed while it walks, and a file removed between being seen
+        # and its stat is left out: other processes delete checkpoints while one lists them.
+        for dirpath, _, filenames in os.walk(folder):
+            for name in filenames:
+                if name.startswith("."):
+                    continue  # a writer's partial file, or the health probe
+                path = Path(dirpath) / name
+                try:
+                    size = path.stat().st_size
+                except FileNotFoundError:
+                    continue
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
-                    yield ObjectInfo(key, path.stat().st_size)
+                    found[key] = size
+        for key in sorted(found):
+            yield ObjectInfo(key, found[key])
 
     def delete(self, key: str) -> None:
         path = self._path(key)
