@@ -7,7 +7,6 @@ the store into its own cache, the API keeps a copy of what it just stored.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from app.settings import Settings
@@ -65,6 +64,3 @@ def keep_local_copy(store: ObjectStore, key: str, path: Path, settings: Settings
 def forget_local_copy(settings: Settings, key: str) -> None:
     _cache_path(settings, key).unlink(missing_ok=True)
 
-
-def clear_job_scratch(settings: Settings, job_id: str) -> None:
-    shutil.rmtree(job_work_dir(settings, job_id), ignore_errors=True)
