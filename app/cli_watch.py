@@ -17,7 +17,6 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
 # The accuracies shown for an eval point, best first; others are left out to keep one line.
@@ -52,6 +51,15 @@ def _event_line(event: JobEvent) -> str | None:
     return None  # terminal events: the summary after the bar says it
 
 
+def _eta(seconds: float | None) -> str:
+    """The server's estimate of the training time left (from its observed step rate)."""
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
 def follow(client: Client, job_id: str, *, as_json: bool, poll_interval: float = 2.0) -> Job:
     """Show the job's events and progress until it finishes; returns the finished job (raises
     JobFailed / JobCancelled like `jobs.wait`). JSON mode prints one line per stream item on
@@ -72,16 +80,15 @@ def follow(client: Client, job_id: str, *, as_json: bool, poll_interval: float =
 def _show(client: Client, job_id: str, poll_interval: float) -> None:
     console = Console(stderr=True)
     columns = (
-        TextColumn("[bold]{task.fields[phase]:<9}"),
+        TextColumn("[bold]{task.fields[phase]:<15}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}"),
         TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
+        TextColumn("ETA {task.fields[eta]}"),
     )
     with Progress(*columns, console=console) as bar:
-        task: TaskID = bar.add_task(job_id, total=None, phase="queued", loss="-")
+        task: TaskID = bar.add_task(job_id, total=None, phase="queued", loss="-", eta="-")
         for item in client.jobs.stream(job_id, poll_interval=poll_interval):
             if isinstance(item, ProgressUpdate):
                 progress = item.progress
@@ -96,6 +103,7 @@ def _show(client: Client, job_id: str, poll_interval: float) -> None:
                         completed=progress.step,
                         phase=phase,
                         loss=loss,
+                        eta=_eta(progress.eta_s),
                     )
             else:
                 line = _event_line(item)

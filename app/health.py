@@ -3,12 +3,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Literal
 
-from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
@@ -91,26 +92,32 @@ def _start_check(store: ObjectStore) -> Future[bool]:
 
 _probe_lock = threading.Lock()
 # The check in progress and its store: a store that hangs holds one thread, however often
-# /health is asked meanwhile (a check in progress is shared, not started again).
+# /health checks meanwhile (a check in progress is shared, not started again).
 _probe: tuple[ObjectStore, Future[bool]] | None = None
 
 
-async def _storage_available() -> bool:
-    """The store's check() within STORAGE_CHECK_TIMEOUT_S; False when it fails or is late."""
+def _storage_probe() -> Future[bool] | None:
+    """The store's check() in progress (started when none is); None when
+    EMBEDTUNE_STORAGE_URL names no store."""
     global _probe
     try:
-        store = await run_in_threadpool(get_store)  # made once per process: boto3 is slow
-    except ValueError as exc:  # an EMBEDTUNE_STORAGE_URL that names no store
+        store = get_store()  # made once per process: boto3 is slow
+    except ValueError as exc:
         log.warning("object store unavailable: %s", exc)
-        return False
+        return None
     with _probe_lock:
         if _probe is None or _probe[0] is not store or _probe[1].done():
             _probe = (store, _start_check(store))
-        probe = _probe[1]
+        return _probe[1]
+
+
+def _storage_available(probe: Future[bool] | None, deadline: float) -> bool:
+    """The probe's outcome by `deadline` (time.monotonic()); False when it failed or is late."""
+    if probe is None:
+        return False
     try:
-        shared = asyncio.shield(asyncio.wrap_future(probe))
-        return await asyncio.wait_for(shared, STORAGE_CHECK_TIMEOUT_S)
-    except TimeoutError:
+        return probe.result(timeout=max(0.0, deadline - time.monotonic()))
+    except FutureTimeout:
         return False
 
 
@@ -145,19 +152,15 @@ def _workers_and_stranded() -> tuple[Workers, bool] | None:
     return Workers(alive=len(live), queues=queues, gpu_types=gpu_types), stranded
 
 
-@router.get("/health", response_model=Health, responses={503: {"model": Health}})
-async def health() -> JSONResponse:
-    """200 when the database, the broker and the object store answer, 503 when one does not
-    (the store is given STORAGE_CHECK_TIMEOUT_S).
-
-    `status` is `degraded` (still 200: the API itself works) when jobs wait in a queue that no
-    live worker takes (none runs, or none has their GPU type and device count), so they wait
-    until one starts."""
-    storage = asyncio.ensure_future(_storage_available())  # beside the other checks
-    db_ok = await run_in_threadpool(_database_ok)
-    broker_ok = await run_in_threadpool(broker_reachable)
-    storage_ok = await storage
-    seen = await run_in_threadpool(_workers_and_stranded) if db_ok else None
+def check() -> tuple[Health, int]:
+    """Every check of /health, now: the body and its status code (200, or 503 when the
+    database, the broker or the store fails). Blocks for up to STORAGE_CHECK_TIMEOUT_S."""
+    deadline = time.monotonic() + STORAGE_CHECK_TIMEOUT_S
+    storage = _storage_probe()  # in its own thread, beside the other checks
+    db_ok = _database_ok()
+    broker_ok = broker_reachable()
+    seen = _workers_and_stranded() if db_ok else None
+    storage_ok = _storage_available(storage, deadline)
     stranded = seen is not None and seen[1]
     up = db_ok and broker_ok and storage_ok
     body = Health(
@@ -167,4 +170,85 @@ async def health() -> JSONResponse:
         storage="ok" if storage_ok else "unavailable",
         workers=seen[0] if seen else None,
     )
-    return JSONResponse(body.model_dump(), status_code=200 if up else 503)
+    return body, 200 if up else 503
+
+
+@dataclass(frozen=True)
+class _Answer:
+    body: bytes
+    status_code: int
+    expires: float  # time.monotonic()
+
+
+class HealthCache:
+    """The last answer of :func:`check`, reused for `ttl_s` seconds after its checks finish,
+    so that /health costs a dictionary lookup however often load balancers, dashboards and CI
+    ask, and the broker sees one connection per `ttl_s` at most. One refresh at a time: the
+    requests that find the answer stale all wait for the same checks (single flight)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._answer: _Answer | None = None
+        self._refresh: Future[_Answer] | None = None
+
+    def _fresh(self) -> _Answer | None:
+        answer = self._answer
+        return answer if answer is not None and time.monotonic() < answer.expires else None
+
+    async def get(self) -> _Answer:
+        answer = self._fresh()
+        if answer is not None:
+            return answer
+        with self._lock:
+            answer = self._fresh()
+            if answer is not None:
+                return answer
+            if self._refresh is None or self._refresh.done():
+                self._refresh = Future()
+                self._refresh.set_running_or_notify_cancel()  # no waiter can cancel it
+                # A thread of its own rather than the event loop's pool: a check that hangs
+                # must not take a pool thread, and the Future is not tied to one event loop.
+                threading.Thread(
+                    target=self._run, args=(self._refresh,), name="health-check", daemon=True
+                ).start()
+            refresh = self._refresh
+        # shield: a client that disconnects must not cancel the check the others wait for.
+        return await asyncio.shield(asyncio.wrap_future(refresh))
+
+    def _run(self, refresh: Future[_Answer]) -> None:
+        try:
+            body, status_code = check()
+            answer = _Answer(
+                body.model_dump_json().encode(), status_code, time.monotonic() + self._ttl_s
+            )
+        except Exception as exc:  # never leave the waiting requests hanging
+            log.exception("health check failed")
+            refresh.set_exception(exc)
+            return
+        self._answer = answer
+        refresh.set_result(answer)
+
+
+def _cache(request: Request) -> HealthCache:
+    # One per app: each app (a test's, a process's) reads its own settings and sees fresh state.
+    cache: HealthCache | None = getattr(request.app.state, "health_cache", None)
+    if cache is None:
+        cache = HealthCache(get_settings().health_cache_s)
+        request.app.state.health_cache = cache
+    return cache
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+async def health(request: Request) -> Response:
+    """200 when the database, the broker and the object store answer, 503 when one does not
+    (the store is given STORAGE_CHECK_TIMEOUT_S).
+
+    `status` is `degraded` (still 200: the API itself works) when jobs wait in a queue that no
+    live worker takes (none runs, or none has their GPU type and device count), so they wait
+    until one starts.
+
+    The answer is up to EMBEDTUNE_HEALTH_CACHE_S (default 1) seconds old: the checks run once
+    per that interval however many requests come."""
+    answer = await _cache(request).get()
+    return Response(answer.body, status_code=answer.status_code, media_type="application/json")

@@ -113,6 +113,15 @@ class Settings(BaseSettings):
         description="Failed authentications (API keys and the admin token alike) one client "
         "address may make in a minute before it gets 429 with Retry-After.",
     )
+    auth_cache_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="Seconds an API process may answer from its memory of a valid API key "
+        "(and its team's limits) without asking the database: a key revoked through another "
+        "process (or machine) stops working within this bound; revoked through the same "
+        "process, at once. 0: every request checks its key in the database.",
+    )
     uploads_per_team: int = Field(
         4,
         ge=1,
@@ -266,6 +275,15 @@ class Settings(BaseSettings):
         gt=0,
         description="How often a worker records that it is alive; /health counts a worker seen "
         "within three heartbeats as alive.",
+    )
+    health_cache_s: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="Seconds an API process answers GET /health from its last checks (database, "
+        "broker, object store, workers) before it checks again; concurrent requests share one "
+        "check. An outage or a change of workers shows within this plus the checks' own time "
+        "(at most 3 s for the broker, 4 s for the store). 0: every request checks.",
     )
 
     @field_validator("model_dirs", mode="before")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
+from rules.phases import TIMING_KEYS, Phase
 from tests.accuracy import assert_same_accuracy, cosine_triplet_accuracy
 from tests.conftest import HUB_MODEL, TINY_MODEL, Stack
 from tests.support.services import extract_archive, upload, wait_for_job
@@ -20,6 +22,10 @@ METRIC_KEYS = {
     "max_accuracy",
 }
 STS_KEYS = {"sts_spearman_cosine", "sts_pearson_cosine"}
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def test_upload_train_poll_download_and_recompute(
@@ -51,7 +57,7 @@ def test_upload_train_poll_download_and_recompute(
     assert created.status_code == 202, created.text
     job = created.json()
     assert created.headers["location"] == f"/jobs/{job['id']}"
-    assert job["status"] == "queued"
+    assert job["status"] == job["phase"] == "queued"
     assert job["hyperparameters"] == {
         "epochs": 4,
         "batch_size": 8,
@@ -77,6 +83,14 @@ def test_upload_train_poll_download_and_recompute(
     # 570 rows / 8 per batch * 4 epochs.
     assert final["holdout"] == {"rows": 30, "share": 0.05, "seed": 42}
     assert running[0]["progress"]["total_steps"] == 288
+    # Phases only ever move forward, and each progress past the first step has a time left.
+    order = [p.value for p in Phase] + ["succeeded"]
+    phases = [s["phase"] for s in seen]
+    assert set(phases) <= set(order), phases
+    assert [order.index(p) for p in phases] == sorted(order.index(p) for p in phases), phases
+    for snapshot in running:
+        if snapshot["progress"]["step"] > 0:
+            assert snapshot["progress"]["eta_s"] >= 0, snapshot["progress"]
     assert final["progress"]["step"] == final["progress"]["total_steps"] == 288
     assert final["started_at"] and final["finished_at"] >= final["started_at"]
     assert final["hyperparameters"]["precision"] == "fp32"  # auto on a CPU worker
@@ -84,6 +98,14 @@ def test_upload_train_poll_download_and_recompute(
     assert final["hyperparameters"]["eval_steps"] == 29  # resolved: ceil(288 / 10)
     assert final["metrics"]["evaluated_on"] == "test"
     assert final["metadata"] == {"team": "search"} and final["error"] is None
+    # Where the time went: every phase, summing to the attempt's time from claim to finish.
+    timings = final["timings"]
+    assert final["phase"] == "succeeded" and tuple(timings) == TIMING_KEYS
+    assert all(value >= 0 for value in timings.values()), timings
+    assert timings["training_s"] > 0 and timings["evaluating_s"] > 0
+    ran = (parse_time(final["finished_at"]) - parse_time(final["started_at"])).total_seconds()
+    assert 0.5 * ran <= sum(timings.values()) - timings["queued_s"] <= ran + 1.0, (timings, ran)
+    assert final["throughput"] == round(288 * 8 / timings["training_s"], 2)
 
     metrics = final["metrics"]
     for which in ("base", "fine_tuned"):
@@ -102,7 +124,11 @@ def test_upload_train_poll_download_and_recompute(
 
     model_dir = extract_archive(download.content, tmp_path / "model")
     assert (model_dir / "model.safetensors").is_file()
-    assert (model_dir / "README.md").is_file()
+    card = (model_dir / "README.md").read_text()
+    assert "### Training time" in card
+    for key in ("queued_s", "loading_s", "evaluating_base_s", "training_s", "evaluating_s"):
+        assert f"| {timings[key]:.3f} |" in card, key
+    assert f"{final['throughput']:.2f} training samples per second" in card
     stored = json.loads((model_dir / "metrics.json").read_text())
     for which in ("base", "fine_tuned"):
         assert stored[which] == {k: metrics[which][k] for k in METRIC_KEYS}

@@ -57,7 +57,8 @@ def _jobs_named(client: httpx.Client, name: str) -> list[dict[str, Any]]:
 
 
 def _datasets_named(client: httpx.Client, name: str) -> list[dict[str, Any]]:
-    return [d for d in client.get("/datasets").json()["data"] if d["name"] == name]
+    datasets = client.get("/datasets", params={"limit": 100}).json()["data"]
+    return [d for d in datasets if d["name"] == name]
 
 
 def _stored_datasets(stack: Stack) -> set[str]:

@@ -16,6 +16,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TINY_MODEL, Stack
+from tests.support.health import health_until
 from tests.support.services import (
     Process,
     auth_headers,
@@ -85,7 +86,7 @@ def test_a_queue_without_workers_is_degraded_until_a_worker_with_metrics_takes_i
         job = client.post("/jobs", json=body)
         assert job.status_code == 202, job.text
 
-        health = client.get("/health")
+        health = health_until(lambda: client.get("/health"), lambda r: r.json()["status"] != "ok")
         # The API works: 200; the job waits for a worker: degraded.
         assert health.status_code == 200
         assert health.json()["status"] == "degraded"
@@ -97,7 +98,9 @@ def test_a_queue_without_workers_is_degraded_until_a_worker_with_metrics_takes_i
         processes.append(worker)
         done, _ = wait_for_job(client, job.json()["id"], timeout=180)
         assert done["status"] == "succeeded", done
-        health = client.get("/health").json()
+        health = health_until(
+            lambda: client.get("/health"), lambda r: r.json()["workers"]["queues"][queue] == 1
+        ).json()
         assert health["status"] == "ok" and health["workers"]["queues"][queue] == 1, health
 
         def observed() -> dict[Any, float] | None:
@@ -114,7 +117,10 @@ def test_a_queue_without_workers_is_degraded_until_a_worker_with_metrics_takes_i
         worker.stop()
         assert worker.proc.returncode == 0, worker.log_tail()
         # A clean shutdown removes the worker's row at once.
-        assert client.get("/health").json()["workers"]["queues"][queue] == 0
+        health = health_until(
+            lambda: client.get("/health"), lambda r: r.json()["workers"]["queues"][queue] == 0
+        ).json()
+        assert health["workers"]["queues"][queue] == 0
     finally:
         client.close()
         for p in processes:

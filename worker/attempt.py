@@ -111,6 +111,8 @@ class Attempt:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"lease-{job_id}", daemon=True)
         self._last_beat = time.monotonic()
+        # When the attempt began (it is made right after the claim): its timings count from here.
+        self.claimed_at = self._last_beat
         self._steps = 0
         self._oom_at = oom_at_step
 

@@ -1,9 +1,9 @@
 """One rank of a run on several devices: `python -m worker.distributed_main FOLDER`, started by
 torchrun (worker.launch), runs the pure pipeline on the spec in FOLDER (worker.run_folder).
 
-The ranks never touch the database or the store: the main rank reports progress, metric points
-and saved checkpoints as events in FOLDER, which the parent (it holds the attempt) persists. A
-checkpoint event waits until the parent has recorded it, as the in-process call does: the trainer
+The ranks never touch the database or the store: the main rank reports progress, phases, metric
+points and saved checkpoints as events in FOLDER, which the parent (it holds the attempt) persists.
+A checkpoint event waits until the parent has recorded it, as the in-process call does: the trainer
 deletes a checkpoint two saves later, and recording it may mean uploading it.
 """
 
@@ -17,10 +17,12 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
+from rules.phases import Phase
 from worker.run_folder import (
     PARENT_PID_ENV,
     CheckpointEvent,
     Outcome,
+    PhaseEvent,
     RunFolder,
     parent_alive,
 )
@@ -55,8 +57,9 @@ class RankControl:
 
 
 class EventReporter:
-    """The main rank's ProgressReporter and MetricsRecorder, as events: progress at most every
-    PROGRESS_EVENT_S (`flush` at the end sends the last one), every metric point."""
+    """The main rank's ProgressReporter, PhaseReporter and MetricsRecorder, as events: progress
+    at most every PROGRESS_EVENT_S (`flush` at the end sends the last one), every phase and
+    every metric point."""
 
     def __init__(self, folder: RunFolder) -> None:
         self.folder = folder
@@ -70,6 +73,10 @@ class EventReporter:
 
     def point(self, point: MetricPoint) -> None:
         self.folder.append_event(point)
+
+    def phase(self, phase: Phase) -> None:
+        self.flush()  # the progress of the phase that ends comes before it
+        self.folder.append_event(PhaseEvent(phase.value))
 
     def flush(self) -> None:
         if self._pending is not None:
@@ -111,7 +118,9 @@ def run_rank(folder: RunFolder, rank: int) -> Outcome:
     reporter = EventReporter(folder)
     control = RankControl(folder, int(os.environ[PARENT_PID_ENV]))
     try:
-        return Outcome(result=run(spec, reporter.progress, reporter.point, control))
+        return Outcome(
+            result=run(spec, reporter.progress, reporter.point, control, phases=reporter.phase)
+        )
     except TrainingStopped as stop:
         return Outcome(stopped=(stop.reason, stop.step, stop.checkpoint))
     except TrainingError as exc:

@@ -3,9 +3,10 @@
 A run on N > 1 devices is N rank processes (worker.distributed_main) started through torchrun,
 because the Celery pool process that runs a job is daemonic and may not have multiprocessing
 children. This process keeps the attempt: it passes stop requests down to the ranks, persists what
-the main rank reports (progress, metric points, checkpoints) through the same reporters and
+the main rank reports (progress, phases, metric points, checkpoints) through the same reporters and
 RunControl an in-process run calls, and turns the ranks' outcome back into what the in-process
-run returns or raises: a TrainingResult, TrainingStopped or the same TrainingError.
+run returns or raises: a TrainingResult (with the main rank's phase timings), TrainingStopped or
+the same TrainingError.
 
 The launcher runs in a session of its own (a signal to the worker's process group must reach the
 attempt, which stops the ranks at a step with a checkpoint, not the ranks themselves) and dies
@@ -26,12 +27,14 @@ from pathlib import Path
 
 import worker
 from rules.devices import per_device_batch_size
-from worker.run_folder import PARENT_PID_ENV, CheckpointEvent, Outcome, RunFolder
+from rules.phases import Phase
+from worker.run_folder import PARENT_PID_ENV, CheckpointEvent, Outcome, PhaseEvent, RunFolder
 from worker.training.distributed import check_devices
 from worker.training.errors import TrainingError, TrainingStopped
 from worker.training.spec import (
     MetricPoint,
     MetricsRecorder,
+    PhaseReporter,
     Progress,
     ProgressReporter,
     RunControl,
@@ -59,6 +62,7 @@ def run_training(
     job_id: str,
     attempt: int,
     work_dir: Path,
+    phases: PhaseReporter | None = None,
 ) -> TrainingResult:
     """Train `spec` on `devices` devices: what worker.training.pipeline.run returns or raises.
 
@@ -69,7 +73,7 @@ def run_training(
     if devices <= 1:
         from worker.training.pipeline import run
 
-        return run(spec, writer, record=points, control=control)
+        return run(spec, writer, record=points, control=control, phases=phases)
     per_device_batch_size(spec.hyperparameters.batch_size, devices)
     check_devices(devices)
     folder = RunFolder(Path(work_dir) / RUN_FOLDER)
@@ -78,7 +82,7 @@ def run_training(
     log.info("job %s attempt %d: training on %d devices", job_id, attempt, devices)
     launcher = _start(folder, devices)
     try:
-        _supervise(launcher, folder, writer, points, control)
+        _supervise(launcher, folder, writer, points, control, phases)
     finally:
         _end(launcher)
     return _result(folder.outcomes(), launcher.returncode, devices)
@@ -140,6 +144,7 @@ def _supervise(
     writer: ProgressReporter,
     points: MetricsRecorder | None,
     control: RunControl | None,
+    phases: PhaseReporter | None = None,
 ) -> None:
     """Until the launcher exits: pass stop requests down, persist the main rank's events."""
     offset = 0
@@ -154,6 +159,9 @@ def _supervise(
         for event in events:
             if isinstance(event, Progress):
                 writer(event)
+            elif isinstance(event, PhaseEvent):
+                if phases is not None:
+                    phases(Phase(event.phase))
             elif isinstance(event, MetricPoint):
                 if points is not None:
                     points(event)

@@ -1,10 +1,10 @@
 """The folder a run on several devices shares with the process that started it (worker.launch).
 
-It holds the pickled spec; the stop request the parent passes down; the events the main rank
-reports (progress, metric points, saved checkpoints: what an in-process run tells its reporters
-and RunControl), which the parent persists; an acknowledgement per recorded checkpoint; and each
-rank's outcome (a TrainingResult, a stop or an error). Every file is written whole (by rename) or
-appended in whole lines, so a reader never acts on half of one.
+It holds the pickled spec; the stop request the parent passes down; the events the main rank reports
+(progress, phases, metric points, saved checkpoints: what an in-process run tells its reporters and
+RunControl), which the parent persists; an acknowledgement per recorded checkpoint; and each rank's
+outcome (a TrainingResult, a stop or an error). Every file is written whole (by rename) or appended
+in whole lines, so a reader never acts on half of one.
 """
 
 from __future__ import annotations
@@ -42,11 +42,19 @@ class CheckpointEvent:
     path: Path
 
 
-Event = Progress | MetricPoint | CheckpointEvent
+@dataclass(frozen=True)
+class PhaseEvent:
+    """The main rank's run entered `phase` (a rules.phases.Phase value)."""
+
+    phase: str
+
+
+Event = Progress | MetricPoint | CheckpointEvent | PhaseEvent
 _EVENT_TYPES: dict[str, type[Any]] = {
     "progress": Progress,
     "point": MetricPoint,
     "checkpoint": CheckpointEvent,
+    "phase": PhaseEvent,
 }
 
 

@@ -35,7 +35,8 @@ from worker.attempt import Attempt, injected_oom_step, pause_if_injected
 from worker.metrics import MetricPointWriter
 from worker.progress import ThrottledProgressWriter
 from worker.specs import build_spec
-from worker.store_io import fetch_checkpoint, latest_checkpoint, retrying
+from worker.store_io import fetch_checkpoint, latest_checkpoint, retrying, store_model
+from worker.timings import add_card_timings, job_timings, queued_seconds
 from worker.training.checkpoints import checkpoint_step
 from worker.training.errors import TrainingError, TrainingStopped
 from worker.training.models import short_reason
@@ -273,7 +274,6 @@ def _run_claimed(
 ) -> None:
     # Imported here: loading torch is the slow part of a job, not of the worker's start.
     from worker.launch import run_training
-    from worker.training.archive import make_archive
 
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
@@ -291,7 +291,7 @@ def _run_claimed(
         job_name = job.name
         devices = int((job.resources or {}).get("gpus") or 1)
 
-    writer = ThrottledProgressWriter(job_id, settings.progress_interval_s)
+    writer = ThrottledProgressWriter(job_id, settings.progress_interval_s, attempt=attempt)
     points = MetricPointWriter(job_id, settings.progress_interval_s, attempt=attempt)
     started = time.monotonic()
     try:
@@ -304,7 +304,9 @@ def _run_claimed(
             job_id=job_id,
             attempt=attempt,
             work_dir=work_dir,
+            phases=writer.phase,
         )
+        returned = time.monotonic()
     finally:
         # What was recorded until the end (or the failure) is kept; a failed write is logged.
         points.flush()
@@ -313,12 +315,13 @@ def _run_claimed(
         result.total_steps - ((checkpoint_step(resumed) or 0) if resumed else 0),
         time.monotonic() - started,
     )
+    queued_s = queued_seconds(job_id, attempt)
+    run_s = returned - control.claimed_at
+    add_card_timings(result.model_dir, result, queued_s=queued_s, run_s=run_s)
     pause_if_injected(job_name, "store_model")
-    archive_path = work_dir / "model.tar.gz"
-    archive = make_archive(result.model_dir, archive_path)
     # This attempt's own key: it becomes the job's model only through the fenced finish below.
     key = model_key(job_id, attempt)
-    retrying("to store the model", lambda: get_store().put_file(key, archive_path))
+    archive = store_model(key, result.model_dir)
 
     last = writer.latest
     progress = {
@@ -349,6 +352,9 @@ def _run_claimed(
         model_size_bytes=archive.size_bytes,
         model_sha256=archive.sha256,
         model_key=key,
+        timings=job_timings(
+            result, queued_s=queued_s, run_s=run_s, after_s=time.monotonic() - returned
+        ),
         event_data={"sha256": archive.sha256, "total_steps": result.total_steps},
     )
     if not succeeded:

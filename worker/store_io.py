@@ -1,6 +1,9 @@
 """The worker's traffic with the object store: checkpoints up and down, the model up, all
 retried through short outages.
 
+The model goes up as a stream: the archive is written straight into the store's writer (no
+temporary file, hashed as it is written), which makes it visible under its key only on commit.
+
 A checkpoint is complete in the store only once its marker object is there, written after every
 other file of the folder: a worker that died while uploading leaves objects without a marker,
 which are never resumed from. The latest complete checkpoint of any attempt is what the next
@@ -33,6 +36,7 @@ from app.storage import (
 )
 from rules.checkpoints import COMPLETE_MARKER
 from rules.errors import TrainingError
+from worker.training.archive import ArchiveInfo, write_archive
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -119,3 +123,20 @@ def publish_checkpoint(job_id: str, attempt: int, folder: Path) -> None:
     # Shorter than for the model: training waits while a checkpoint is stored.
     limit_s = min(30.0, get_settings().storage_retry_s)
     retrying(f"to store checkpoint {folder.name}", upload, limit_s)
+
+
+def store_model(key: str, model_dir: Path) -> ArchiveInfo:
+    """Archive `model_dir` into the store under `key` in one pass; its size and sha256.
+
+    A failed attempt leaves nothing under `key` (the writer aborts) and the whole archive is
+    written again, retried like every store call; a model folder that cannot be read fails at
+    once."""
+    store = get_store()
+
+    def upload() -> ArchiveInfo:
+        with store.writer(key) as out:
+            info = write_archive(model_dir, out)
+            out.commit()
+        return info
+
+    return retrying("to store the model", upload)

@@ -7,11 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from app.auth import keys
+from app.auth.cache import keys_seen
 from app.auth.models import Team
 from app.auth.service import authenticate
-from app.db.session import unit_of_work
-from app.deps import SettingsDep
+from app.db.session import commit
+from app.deps import SessionDep, SettingsDep
 from app.errors import Forbidden, Unauthorized
 from app.settings import Settings
 
@@ -50,22 +54,47 @@ UNAUTHORIZED_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def team_for_key(key: str | None) -> Team:
-    """The team whose API key is `key`. 401 unauthorized without a valid key.
+def missing_key() -> Unauthorized:
+    return Unauthorized(
+        "this endpoint needs an API key: send the header `Authorization: Bearer <key>` "
+        "(create a key with `embedtune keys create --team NAME`)"
+    )
 
-    Authenticates in its own short transaction (it also stamps the key's last use), so the
-    team it returns stays readable whatever the route's own transaction does.
-    """
+
+def remembered_team(key: str | None) -> Team | None:
+    """The team of `key` if this process checked it within EMBEDTUNE_AUTH_CACHE_S (no database
+    involved: safe to call from the event loop); None when it must be looked up."""
+    return keys_seen.get(keys.hash_key(key)) if key else None
+
+
+def team_for_key(session: Session, key: str | None, settings: Settings) -> Team:
+    """The team whose API key is `key`, checked in the request's `session` (its transaction
+    also stamps the key's last use) unless remembered (app.auth.cache). 401 unauthorized
+    without a valid key."""
     if not key:
-        raise Unauthorized(
-            "this endpoint needs an API key: send the header `Authorization: Bearer <key>` "
-            "(create a key with `embedtune keys create --team NAME`)"
-        )
-    with unit_of_work() as session:
-        found = authenticate(session, key)
+        raise missing_key()
+    digest = keys.hash_key(key)
+    team = keys_seen.get(digest)
+    if team is not None:
+        return team
+    generation = keys_seen.generation
+    found = authenticate(session, key)
     if found is None:
         raise Unauthorized("the API key is not valid: it is unknown or has been revoked")
-    return found[0]
+    team, row = found
+    keys_seen.put(digest, team, row.id, settings.auth_cache_s, generation)
+    return team
+
+
+def authenticate_request(session: Session, key: str | None, settings: Settings) -> Team:
+    """`team_for_key` in the request's `session`, as the request's first step when the key
+    is not remembered: that short transaction (the key's lookup and last-use stamp) ends here,
+    so the request holds no pooled connection while it waits for the thread that runs its
+    route, which carries on in the same session. Hence one transaction per request whenever
+    the key is remembered, two at most once per EMBEDTUNE_AUTH_CACHE_S per key and process."""
+    team = team_for_key(session, key, settings)
+    commit(session)
+    return team
 
 
 def check_admin_token(settings: Settings, token: str | None) -> None:
@@ -82,16 +111,19 @@ def check_admin_token(settings: Settings, token: str | None) -> None:
         raise Unauthorized("the admin endpoints need `Authorization: Bearer <admin token>`")
 
 
-def current_team(
+async def current_team(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> Team:
     """The caller's team: the one app.security.guard authenticated before the body was read
-    (the same check again when the app runs without it)."""
+    (the same check again, in the request's session, when the app runs without it)."""
     team = getattr(request.state, AUTHENTICATED_TEAM, None)
     if isinstance(team, Team):
         return team
-    return team_for_key(credentials.credentials if credentials else None)
+    key = credentials.credentials if credentials else None
+    return await run_in_threadpool(authenticate_request, session, key, settings)
 
 
 TeamDep = Annotated[Team, Depends(current_team)]

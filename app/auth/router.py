@@ -111,6 +111,5 @@ def revoke_key(key_id: str, session: SessionDep) -> ApiKeyRead:
 def set_team_limits(team_id: str, payload: TeamLimits, session: SessionDep) -> TeamRead:
     """Replace the team's own limits; fields left out or null use the server's settings."""
     team = service.get_team(session, team_id)
-    team.limits = payload.model_dump(exclude_none=True) or None
-    session.flush()
+    service.set_limits(session, team, payload.model_dump(exclude_none=True) or None)
     return TeamRead.model_validate(team, from_attributes=True)

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth import keys
+from app.auth.cache import keys_seen
 from app.auth.models import ApiKey, Team
 from app.db.base import utcnow
+from app.db.session import after_commit
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id
 
@@ -115,11 +118,25 @@ def find_key(session: Session, key_id_or_prefix: str) -> ApiKey:
 
 
 def revoke_key(session: Session, row: ApiKey) -> ApiKey:
-    """Revoke a key (its next request gets 401). Revoking a revoked key changes nothing."""
+    """Revoke a key (its next request gets 401: at once in this process, within
+    EMBEDTUNE_AUTH_CACHE_S in others). Revoking a revoked key changes nothing."""
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         session.flush()
+    # Once committed: forgotten any earlier, a request could remember the key valid again.
+    key_id = row.id
+    after_commit(session, lambda: keys_seen.forget(key_id=key_id))
     return row
+
+
+def set_limits(session: Session, team: Team, limits: dict[str, Any] | None) -> Team:
+    """Replace the team's own limits (None: the settings'); its requests see them at once in
+    this process, within EMBEDTUNE_AUTH_CACHE_S in others (app.auth.cache keeps the team)."""
+    team.limits = limits
+    session.flush()
+    team_id = team.id
+    after_commit(session, lambda: keys_seen.forget(team_id=team_id))
+    return team
 
 
 def authenticate(session: Session, presented: str) -> tuple[Team, ApiKey] | None:

@@ -48,11 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from app.datasets.formats import DatasetFormat
-from app.datasets.readers import open_reader
 
 MAX_EXAMPLES = 3
 MAX_TEXT_CHARS = 200
@@ -183,6 +179,9 @@ def find_repeats(digests: array[int]) -> _Repeats:
     first row), then compares sorted neighbours ``_CHUNK`` positions at a time: besides the
     array, 8 bytes a row for the indices (and ~4 inside the sort), not more.
     """
+    import pyarrow as pa  # lazy: pyarrow costs the idle API ~60 MB
+    import pyarrow.compute as pc
+
     found = _Repeats()
     n = len(digests)
     if n < 2:
@@ -221,6 +220,8 @@ def _example_texts(
     if not rows:
         return texts
     last = max(rows)
+    from app.datasets.readers import open_reader  # lazy: pyarrow costs the idle API ~60 MB
+
     with open_reader(Path(path), format) as reader:
         for _line, row, values in reader.rows(columns):
             if row in rows:
@@ -250,6 +251,8 @@ def preflight_report(
     row_digests = array("Q")  # 8-byte digest of row r's texts at r - 1
     positive_digests = array("Q")  # 8-byte digest of row r's normalised positive at r - 1
     rows = 0
+    from app.datasets.readers import open_reader  # lazy: pyarrow costs the idle API ~60 MB
+
     with open_reader(Path(path), format) as reader:
         for _line, row, values in reader.rows(texts_columns):
             rows = row

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, FastAPI, Request, Response, status
+from fastapi import APIRouter, FastAPI, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from app.auth.deps import UNAUTHORIZED_RESPONSE, TeamDep
 from app.datasets import deletion, service, upload
 from app.datasets.schemas import DatasetList, DatasetRead, DatasetUploadForm, upload_form_schema
+from app.db.session import after_commit
 from app.deps import SessionDep, SettingsDep
 from app.idempotency import service as idempotency
 from app.ids import new_id
@@ -153,7 +154,6 @@ def _store(
         if stored:  # a concurrent duplicate committed first: its dataset is the one
             _discard_upload(session, settings, dataset.storage_key)
             return stored.replay()
-    session.commit()
     return read
 
 
@@ -173,17 +173,27 @@ def register_openapi_schemas(app: FastAPI) -> None:
 
 
 def _discard_upload(session: Session, settings: Settings, key: str) -> None:
-    """Forget an upload that will not be kept: its row (rolled back), its stored object and
-    this process's copy of it."""
-    session.rollback()
+    """Forget an upload that will not be kept: its stored object and this process's copy of
+    it (its row goes with the request's transaction, which idempotency.save rolled back or
+    the raised error rolls back)."""
     service.discard_object(settings, key)
 
 
 @router.get("", response_model=DatasetList)
-def list_datasets(team: TeamDep, session: SessionDep) -> DatasetList:
-    """The caller's team's datasets, newest first."""
-    datasets = service.list_datasets(session, team_id=team.id)
-    return DatasetList(data=[service.to_read(d) for d in datasets])
+def list_datasets(
+    team: TeamDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> DatasetList:
+    """The caller's team's datasets, newest first, a page at a time: pass `next_cursor` as
+    `cursor` for the next page while `has_more`."""
+    page, has_more, next_cursor = service.list_datasets(
+        session, team_id=team.id, limit=limit, cursor=cursor
+    )
+    return DatasetList(
+        data=[service.to_read(d) for d in page], has_more=has_more, next_cursor=next_cursor
+    )
 
 
 @router.get(
@@ -215,6 +225,5 @@ def delete_dataset(
     The record goes first; the file right after, and a store that fails then is logged and
     leaves only an object that nothing names (a sweep of the store can remove it)."""
     key = deletion.delete_dataset(session, dataset_id, team_id=team.id)
-    session.commit()
-    deletion.remove_dataset_object(settings, dataset_id, key)
+    after_commit(session, lambda: deletion.remove_dataset_object(settings, dataset_id, key))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

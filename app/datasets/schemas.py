@@ -210,7 +210,11 @@ class DatasetRead(BaseModel):
 
 
 class DatasetList(BaseModel):
-    data: list[DatasetRead]
+    data: list[DatasetRead] = Field(description="A page of the team's datasets, newest first.")
+    has_more: bool = Field(description="Whether older datasets follow this page.")
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= to get the next page; null on the last page."
+    )
 
 
 class DatasetUploadForm(BaseModel):

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import re
+from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from app import cursors
+from app.datasets.errors import DatasetFormatError
+from app.datasets.formats import detect_format
 from app.datasets.models import Dataset
-from app.datasets.parsing import (
-    DatasetFormatError,
-    ReadBounds,
-    describe_dataset,
-    detect_format,
-)
 from app.datasets.preflight import preflight_report
 from app.datasets.roles import count_negatives, parse_column_mapping
 from app.datasets.schemas import DatasetRead
@@ -23,6 +22,12 @@ from app.limits import Limits, limit_source, limits_for
 from app.settings import Settings
 from app.storage import StorageError, dataset_key, get_store
 from app.storage.scratch import forget_local_copy, keep_local_copy
+
+if TYPE_CHECKING:
+    from app.datasets.readers import ReadBounds
+
+# The ids app.ids.new_id("ds") makes: what a GET /datasets cursor may carry.
+_DATASET_ID = re.compile(r"ds_[0-9a-f]{24}")
 
 _LIMIT_HINTS: dict[str, str] = {
     "max_text_chars": "shorten or split the long texts, or ask for a higher limit",
@@ -39,6 +44,8 @@ def _invalid(exc: DatasetFormatError) -> ValidationFailed:
 
 def read_bounds(limits: Limits) -> ReadBounds:
     """What reading an upload may hold, from the team's limits."""
+    from app.datasets.readers import ReadBounds  # lazy: pyarrow costs the idle API ~60 MB
+
     return ReadBounds(
         max_text_chars=limits.max_text_chars,
         max_uncompressed_bytes=limits.max_dataset_uncompressed_bytes,
@@ -102,6 +109,8 @@ def store_upload(
         with tmp.open("rb") as fh:
             head = fh.read(SNIFF_BYTES)
         limits = limits or limits_for(settings)
+        from app.datasets.parsing import describe_dataset  # lazy: pyarrow, as read_bounds
+
         try:
             fmt = detect_format(filename, head)
             description = describe_dataset(
@@ -183,15 +192,26 @@ def get_dataset(session: Session, dataset_id: str, *, team_id: str) -> Dataset:
     return dataset
 
 
-def list_datasets(session: Session, *, team_id: str) -> list[Dataset]:
-    """Team `team_id`'s datasets, newest first."""
-    return list(
-        session.scalars(
-            select(Dataset)
-            .where(Dataset.team_id == team_id)
-            .order_by(Dataset.created_at.desc(), Dataset.id.desc())
+def list_datasets(
+    session: Session, *, team_id: str, limit: int, cursor: str | None
+) -> tuple[list[Dataset], bool, str | None]:
+    """Team `team_id`'s datasets, newest first, `limit` at most, after `cursor` (the
+    `next_cursor` of the page before). Returns (page, has_more, next_cursor)."""
+    stmt = select(Dataset).where(Dataset.team_id == team_id)
+    if cursor:
+        created, dataset_id = cursors.decode(cursor, _DATASET_ID, "GET /datasets")
+        stmt = stmt.where(
+            or_(
+                Dataset.created_at < created,
+                and_(Dataset.created_at == created, Dataset.id < dataset_id),
+            )
         )
-    )
+    stmt = stmt.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit + 1)
+    rows = list(session.scalars(stmt))
+    has_more = len(rows) > limit
+    page = rows[:limit]
+    next_cursor = cursors.encode(page[-1].created_at, page[-1].id) if has_more and page else None
+    return page, has_more, next_cursor
 
 
 def to_read(dataset: Dataset) -> DatasetRead:

@@ -4,8 +4,8 @@ The `file` part goes straight to a temporary file in this process's scratch uplo
 counted and hashed as it arrives: nothing is spooled in memory or in /tmp first, and the upload
 stops (413) as soon as it passes the team's limit, whether or not the client sent a
 Content-Length (a chunked body is counted the same way). The same bytes are also written to the
-object store as they arrive (a staged object: an S3 multipart upload, one part in memory at
-most), so a large upload is not sent to the store a second time once it is accepted. The
+object store as they arrive (a staged object: an S3 multipart upload, a few 8 MiB parts in
+memory at most), so a large upload is not sent to the store a second time once it is accepted. The
 staged object becomes visible only when the caller commits it, after validation; the partial
 file is removed and the staged object aborted on every failure. The other fields (`name`,
 `column_mapping`) are small and kept in memory.

@@ -11,9 +11,10 @@ import logging
 from datetime import timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from app.db.base import utcnow
-from app.db.session import unit_of_work
+from app.db.session import after_commit, unit_of_work
 from app.jobs.models import Job
 from app.jobs.states import JobStatus
 from app.queue import RUN_JOB_TASK, get_celery
@@ -22,12 +23,20 @@ from app.settings import get_settings
 log = logging.getLogger(__name__)
 
 
-def dispatch(job_id: str) -> bool:
-    """Publish job `job_id` to its queue (app.routing) and record when. Returns False (and
-    logs) when the broker is down. Every send goes through here: the first, the sweeper's
-    re-sends and a worker's hand-back alike."""
-    with unit_of_work() as session:
-        queue = session.scalar(select(Job.queue).where(Job.id == job_id))
+def dispatch_after_commit(session: Session, job: Job) -> None:
+    """Send the new or re-queued `job` once `session`'s transaction commits (a job that is
+    rolled back is never sent): how a request dispatches, the same way from every route."""
+    job_id, queue = job.id, job.queue
+    after_commit(session, lambda: dispatch(job_id, queue=queue))
+
+
+def dispatch(job_id: str, *, queue: str | None = None) -> bool:
+    """Publish job `job_id` to its queue (app.routing; looked up when `queue` is None) and
+    record when. Returns False (and logs) when the broker is down. Every send goes through
+    here: the first, the sweeper's re-sends and a worker's hand-back alike."""
+    if queue is None:
+        with unit_of_work() as session:
+            queue = session.scalar(select(Job.queue).where(Job.id == job_id))
     try:
         get_celery().send_task(
             RUN_JOB_TASK, args=[job_id], queue=queue or get_settings().queue, retry=True

@@ -86,6 +86,12 @@ class Job(Base):
     resources: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # The Celery queue the job is sent to (app.routing); None: the default queue.
     queue: Mapped[str | None] = mapped_column(String(255))
+    # What the job is doing (rules.phases.Phase), or its terminal status once it ended; None
+    # for jobs older than 0011 (the API derives one from the status).
+    phase: Mapped[str | None] = mapped_column(String(20), default="queued")
+    # Where the time of the attempt that succeeded went: rules.phases.TIMING_KEYS in seconds
+    # and "throughput" (training samples per second); None until the job succeeded.
+    timings: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class JobMetricPoint(Base):

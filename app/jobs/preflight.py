@@ -42,7 +42,6 @@ from typing import Any
 
 from app.datasets.formats import DatasetFormat
 from app.datasets.preflight import MAX_EXAMPLES, cell_text, digest, normalise, shorten
-from app.datasets.readers import open_reader
 from app.jobs.tokens import (
     TRUNCATED_TEXTS,
     RoleData,
@@ -93,6 +92,8 @@ def _steps(train_rows: int, hyperparameters: Mapping[str, Any]) -> int:
 
 def _anchors(data: StoredData) -> Iterable[str]:
     column = data.text_columns[0]
+    from app.datasets.readers import open_reader  # lazy: pyarrow costs the idle API ~60 MB
+
     with open_reader(Path(data.path), data.format) as reader:
         for _line, _row, values in reader.rows((column,)):
             yield cell_text(values[column])
@@ -115,6 +116,8 @@ class _TrainIndex:
         self.anchors: dict[bytes, int] = {}
         columns = tuple(data.text_columns)
         self.width = width
+        from app.datasets.readers import open_reader  # lazy: pyarrow costs the idle API ~60 MB
+
         with open_reader(Path(data.path), data.format) as reader:
             for _line, row, values in reader.rows(columns):
                 raw = [cell_text(values[c]) for c in columns[:width]]
@@ -130,6 +133,8 @@ def _overlap(code: str, field: str, data: StoredData, train: _TrainIndex) -> dic
     total = row_matches = anchor_matches = 0
     examples: list[dict[str, Any]] = []
     anchor_examples: list[dict[str, Any]] = []
+    from app.datasets.readers import open_reader  # lazy: pyarrow costs the idle API ~60 MB
+
     with open_reader(Path(data.path), data.format) as reader:
         for _line, row, values in reader.rows(columns):
             total = row

@@ -4,14 +4,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import RedirectResponse, StreamingResponse
+from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 
 from app.auth.deps import UNAUTHORIZED_RESPONSE, TeamDep
-from app.deps import SessionDep, SettingsDep
+from app.db.session import after_commit
+from app.deps import ReadsDep, SessionDep, SettingsDep
 from app.errors import NotFound
 from app.idempotency import service as idempotency
 from app.jobs import cancel, deletion, events, service
-from app.jobs.dispatch import dispatch
+from app.jobs.dispatch import dispatch_after_commit
 from app.jobs.schemas import (
     JobCreate,
     JobEventList,
@@ -86,35 +88,56 @@ def create_job(
         )
     ):  # a concurrent duplicate won: its job is the one, and it was dispatched already
         return stored.replay({"Location": f"/jobs/{stored.resource_id}"})
-    session.commit()  # enqueue only what is committed
-    dispatch(job.id)
+    dispatch_after_commit(session, job)
     response.headers["Location"] = f"/jobs/{job.id}"
     return read
 
 
+# The reads clients poll are async, with their database work in one worker-thread hop: as sync
+# routes they would take a second one (FastAPI validates a sync route's response in the thread
+# pool) while their transaction still holds a pooled connection; under load, requests waiting
+# for a connection in every thread and requests holding the connections waiting for a thread
+# then block each other until the pool's timeout.
+#
+# They render their answer themselves, in that hop, with the model's own serializer: returned as
+# a model, it would be checked against the response model and serialized again on the event
+# loop. The declared response_model still documents it (the OpenAPI is unchanged), and
+# tests/fast/test_job_rendering.py holds the bytes to what the model gives.
+_JSON = "application/json"
+
+
 @router.get("", response_model=JobList)
-def list_jobs(
+async def list_jobs(
     team: TeamDep,
-    session: SessionDep,
+    reads: ReadsDep,
     settings: SettingsDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> JobList:
+) -> Response:
     """The caller's team's jobs, newest first; queued ones with their queue and place there."""
-    page, has_more, next_cursor = service.list_jobs(
-        session, team_id=team.id, status=status_, limit=limit, cursor=cursor
-    )
-    data = service.read_jobs(session, settings, page)
-    return JobList(data=data, has_more=has_more, next_cursor=next_cursor)
+
+    def read(session: Session) -> bytes:
+        page, has_more, next_cursor = service.list_jobs(
+            session, team_id=team.id, status=status_, limit=limit, cursor=cursor
+        )
+        data = service.read_jobs(session, settings, page)
+        shown = JobList(data=data, has_more=has_more, next_cursor=next_cursor)
+        return shown.__pydantic_serializer__.to_json(shown)
+
+    return Response(await reads.run(read), media_type=_JSON)
 
 
 @router.get("/{job_id}", response_model=JobRead, responses={404: {"description": "Unknown job"}})
-def get_job(job_id: str, team: TeamDep, session: SessionDep, settings: SettingsDep) -> JobRead:
+async def get_job(job_id: str, team: TeamDep, reads: ReadsDep, settings: SettingsDep) -> Response:
     """One job; a queued one with its queue, its place there and the live workers taking it."""
-    job = service.get_job(session, job_id, team_id=team.id)
-    [read] = service.read_jobs(session, settings, [job])
-    return read
+
+    def read(session: Session) -> bytes:
+        job = service.shown_job(session, job_id, team_id=team.id)
+        [shown] = service.read_jobs(session, settings, [job])
+        return shown.__pydantic_serializer__.to_json(shown)
+
+    return Response(await reads.run(read), media_type=_JSON)
 
 
 @router.get(
@@ -232,8 +255,7 @@ def delete_job(job_id: str, team: TeamDep, session: SessionDep) -> Response:
     The records go first; the objects right after, and a store that fails then is logged and
     leaves only objects that nothing names (a sweep of the store can remove them)."""
     deletion.delete_job(session, job_id, team_id=team.id)
-    session.commit()
-    deletion.remove_job_objects(job_id)
+    after_commit(session, lambda: deletion.remove_job_objects(job_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

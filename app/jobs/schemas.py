@@ -182,8 +182,10 @@ class HyperparametersIn(BaseModel):
         ge=1,
         le=10_000_000,
         description="Evaluate on the eval set (or the hold-out) every this many steps, and at "
-        "the last step. Null: about ten times a job (ceil(total_steps / 10)); the job shows the "
-        "value used once it ran.",
+        "the last step. Null: at most about ten times a job (every ceil(total_steps / 10) "
+        "steps), and only while the evaluations during training take at most a tenth of the "
+        "training time; step 0 and the last step always. The job shows the cadence once it "
+        "ran.",
         examples=[500],
     )
     time_limit_s: int | None = Field(
@@ -359,11 +361,84 @@ class JobCreate(BaseModel):
         return value
 
 
+# What a job is doing (rules.phases.Phase), or the status it ended with.
+JobPhase = Literal[
+    "queued",
+    "loading_model",
+    "loading_data",
+    "evaluating_base",
+    "training",
+    "evaluating",
+    "saving",
+    "succeeded",
+    "failed",
+    "cancelled",
+]
+
+_PHASE = (
+    "What the job is doing: queued, loading_model (the worker fetches the datasets and loads the "
+    "base model), loading_data, evaluating_base (scoring the base model), training (including "
+    "the evaluations during training), evaluating (the fine-tuned model), saving (writing, "
+    "packing and storing the model); once it ended, its status (succeeded, failed, cancelled). "
+)
+
+
 class Progress(BaseModel):
     step: int = Field(description="Optimisation steps done.", examples=[120])
     total_steps: int = Field(description="Steps the job will run.", examples=[6250])
     epoch: float = Field(description="Fractional epoch.", examples=[0.02])
     loss: float | None = Field(description="Latest training loss.", examples=[1.23])
+    phase: JobPhase | None = Field(
+        None,
+        description="The job's phase when this progress was recorded, while it runs (the "
+        "progress webhook and the stream carry it); the job's own `phase` is the current one.",
+        examples=["training"],
+    )
+    steps_per_s: float | None = Field(
+        None,
+        description="Steps per second this attempt has trained at so far (evaluations during "
+        "training included). Null before two steps were seen and once the job ended.",
+        examples=[4.2],
+    )
+    eta_s: float | None = Field(
+        None,
+        description="Seconds of training left at that rate: (total_steps - step) / steps_per_s. "
+        "The final evaluation and saving come after. Null when there is no rate yet and once "
+        "the job ended.",
+        examples=[1459.5],
+    )
+
+
+class JobTimings(BaseModel):
+    """Where the time of a job's successful attempt went, in seconds (wall clock)."""
+
+    queued_s: float = Field(
+        description="From the moment the job (or, for a later attempt, its hand-back or the loss "
+        "of its worker) was queued until a worker claimed it.",
+        examples=[0.14],
+    )
+    loading_s: float = Field(
+        description="From the claim to the base evaluation: fetching the datasets and a "
+        "checkpoint to resume from, starting the training processes, loading the base model "
+        "and reading the data.",
+        examples=[6.3],
+    )
+    evaluating_base_s: float = Field(
+        description="Scoring the base model before training (0 when a resumed attempt skips it).",
+        examples=[1.1],
+    )
+    training_s: float = Field(
+        description="The training steps of this attempt, without the evaluations between them.",
+        examples=[95.2],
+    )
+    evaluating_s: float = Field(
+        description="The evaluations during training plus the final one of the fine-tuned model.",
+        examples=[4.8],
+    )
+    saving_s: float = Field(
+        description="Writing the model folder and its card, packing it and storing it.",
+        examples=[1.9],
+    )
 
 
 class JobError(BaseModel):
@@ -652,6 +727,25 @@ class JobRead(BaseModel):
         description="Once the job ran: dataset field -> the Hub commit its Hub dataset resolved "
         "to (whatever `revision` pinned, or the default branch).",
         examples=[{"train_dataset": "d81f2bbd4b8c1a7e5d0c5b1e8a3f0e6c9b2a4d71"}],
+    )
+    phase: JobPhase | None = Field(
+        None,
+        description=_PHASE + " A job from before phases were recorded shows queued or its "
+        "status, and null while it runs (nothing measured which phase it is in).",
+        examples=["training"],
+    )
+    timings: JobTimings | None = Field(
+        None,
+        description="Once the job succeeded: where the time of the attempt that succeeded went, "
+        "in seconds (the model card has the same figures). Null before, and for jobs that "
+        "failed or were cancelled.",
+    )
+    throughput: float | None = Field(
+        None,
+        description="Once the job succeeded: training samples per second, the rows of the steps "
+        "this attempt trained (steps x batch_size) over timings.training_s. A resumed attempt "
+        "counts only the steps it ran itself.",
+        examples=[8250.0],
     )
 
 

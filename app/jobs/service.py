@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Row, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from app import cursors
@@ -28,7 +28,7 @@ from app.jobs.schemas import (
     JobQueue,
     JobRead,
 )
-from app.jobs.states import JobStatus
+from app.jobs.states import JobStatus, shown_phase
 from app.jobs.waiting import places
 from app.limits import Limits, check_active_jobs, check_hyperparameters, limits_for
 from app.routing import Resources, queue_for
@@ -301,6 +301,60 @@ def create_job(
     return job
 
 
+# What a job's answer needs, read as plain rows: building ORM objects (identity map, state
+# tracking) cost more than the columns themselves on a polled page of 20 (bench/README.md).
+_SHOWN = (
+    Job.id,
+    Job.team_id,
+    Job.status,
+    Job.name,
+    Job.base_model,
+    Job.train_dataset,
+    Job.eval_dataset,
+    Job.test_dataset,
+    Job.sts_dataset,
+    Job.holdout,
+    Job.preflight,
+    Job.loss,
+    Job.hyperparameters,
+    Job.metadata_.label("metadata_"),
+    Job.card_examples,
+    Job.created_at,
+    Job.started_at,
+    Job.finished_at,
+    Job.progress,
+    Job.metrics,
+    Job.error_code,
+    Job.error_message,
+    Job.model_sha256,
+    Job.model_size_bytes,
+    Job.attempt,
+    Job.cancel_requested_at,
+    Job.checkpoint_step,
+    Job.hub_revisions,
+    Job.resources,
+    Job.phase,
+    Job.timings,
+)
+# A job as read for its answer: the ORM object, or a row of _SHOWN (the same attribute names).
+ShownJob = Job | Row[Any]
+
+
+# Built once: SQLAlchemy memoizes a statement's cache key on the object, so a polled read does
+# not rebuild the expression and its key every time (~7% of a GET /jobs/{id}'s CPU).
+_SHOWN_ONE = select(*_SHOWN).where(
+    Job.id == bindparam("job_id"), Job.team_id == bindparam("team_id")
+)
+
+
+def shown_job(session: Session, job_id: str, *, team_id: str) -> Row[Any]:
+    """Team `team_id`'s job, as a row of what its answer needs; 404 as get_job."""
+    row = session.execute(_SHOWN_ONE, {"job_id": job_id, "team_id": team_id}).one_or_none()
+    if row is None:
+        raise NotFound(f"job '{job_id}' does not exist", {"job": job_id})
+    return row
+
+
 def get_job(session: Session, job_id: str, *, team_id: str) -> Job:
     """Team `team_id`'s job; 404 when unknown or another team's (the same answer: no
     existence leak)."""
@@ -328,9 +382,10 @@ _JOB_ID = re.compile(r"job_[0-9a-f]{24}")
 
 def list_jobs(
     session: Session, *, team_id: str, status: JobStatus | None, limit: int, cursor: str | None
-) -> tuple[list[Job], bool, str | None]:
-    """Team `team_id`'s jobs, newest first. Returns (page, has_more, next_cursor)."""
-    stmt = select(Job).where(Job.team_id == team_id)
+) -> tuple[list[Row[Any]], bool, str | None]:
+    """Team `team_id`'s jobs, newest first, as rows of what their answers need. Returns
+    (page, has_more, next_cursor)."""
+    stmt = select(*_SHOWN).where(Job.team_id == team_id)
     if status is not None:
         stmt = stmt.where(Job.status == status.value)
     if cursor:
@@ -339,20 +394,20 @@ def list_jobs(
             or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
         )
     stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    rows = list(session.scalars(stmt))
+    rows = list(session.execute(stmt))
     has_more = len(rows) > limit
     page = rows[:limit]
     next_cursor = cursors.encode(page[-1].created_at, page[-1].id) if has_more and page else None
     return page, has_more, next_cursor
 
 
-def read_jobs(session: Session, settings: Settings, jobs: Sequence[Job]) -> list[JobRead]:
+def read_jobs(session: Session, settings: Settings, jobs: Sequence[ShownJob]) -> list[JobRead]:
     """`jobs` as clients see them, the queued ones with their queue and place there."""
     waiting = places(session, jobs, default=settings.queue, heartbeat_s=settings.worker_heartbeat_s)
     return [to_read(job, waiting.get(job.id)) for job in jobs]
 
 
-def to_read(job: Job, queue: JobQueue | None = None) -> JobRead:
+def to_read(job: ShownJob, queue: JobQueue | None = None) -> JobRead:
     """Job `job` as clients see it; `queue`: where it waits, when it is queued (read_jobs)."""
     error = {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None
     model = None
@@ -391,6 +446,9 @@ def to_read(job: Job, queue: JobQueue | None = None) -> JobRead:
             "hub_revisions": job.hub_revisions,
             "resources": Resources.of(job.resources).as_json(),
             "queue": queue,
+            "phase": shown_phase(job.status, job.phase),
+            "timings": job.timings,
+            "throughput": (job.timings or {}).get("throughput"),
         },
         # Stored references are shown as stored, including any from before the name rules.
         context={STORED: True},

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from app.db.base import utcnow
 from app.jobs.events import EventType, record_event
 from app.jobs.models import Job
+from rules.phases import Phase
 
 
 class JobStatus(StrEnum):
@@ -54,6 +55,23 @@ DEFAULT_EVENTS: dict[JobStatus, EventType] = {
 }
 
 
+# The phase a move to each status sets, in the same UPDATE: a claimed job starts by loading its
+# model (the worker reports the phases after that), an ended one shows its terminal status.
+PHASE_ON_ENTRY: dict[JobStatus, str] = {
+    JobStatus.QUEUED: Phase.QUEUED.value,
+    JobStatus.RUNNING: Phase.LOADING_MODEL.value,
+    **{status: status.value for status in TERMINAL},
+}
+
+
+def shown_phase(status: str, phase: str | None) -> str | None:
+    """The phase clients see: the recorded one, else (a job from before 0011) queued or the
+    terminal status; None for such a job while it runs (nothing recorded which phase it is in)."""
+    if phase is not None:
+        return phase
+    return None if status == JobStatus.RUNNING.value else status
+
+
 def sources_of(target: JobStatus) -> frozenset[JobStatus]:
     return frozenset(src for src, dests in ALLOWED_TRANSITIONS.items() if target in dests)
 
@@ -71,7 +89,8 @@ def transition(
 ) -> bool:
     """Move job `job_id` to `target`, setting `fields` in the same UPDATE, and record the event.
 
-    Only rows whose current status may move to `target` (and equals `expected`, when given, and
+    The job's phase becomes PHASE_ON_ENTRY[target] unless `fields` names one. Only rows whose
+    current status may move to `target` (and equals `expected`, when given, and
     match every condition in `where`, such as the attempt that holds the lease) are changed.
     Returns whether the job moved; False means another process got there first or the move is
     not allowed from the job's current status. The event (by default the one of DEFAULT_EVENTS)
@@ -85,7 +104,11 @@ def transition(
     stmt = (
         update(Job)
         .where(Job.id == job_id, Job.status.in_([s.value for s in allowed]), *where)
-        .values(status=target.value, updated_at=utcnow(), **fields)
+        .values(
+            status=target.value,
+            updated_at=utcnow(),
+            **{"phase": PHASE_ON_ENTRY[target], **fields},
+        )
         .returning(Job.attempt)
         .execution_options(synchronize_session=False)
     )

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 from app.datasets.formats import DatasetFormat
 from app.datasets.preflight import MAX_EXAMPLES, cell_text, shorten
-from app.datasets.readers import open_reader
 from rules import seq_length
 from rules.base_models import resolve_base_model
 from rules.errors import ModelNotFound, short_reason
@@ -196,6 +195,8 @@ def _sample(data: RoleData) -> tuple[int, list[tuple[int, str, str]]]:
     columns = tuple(data.text_columns)
     texts: list[tuple[int, str, str]] = []
     sampled = 0
+    from app.datasets.readers import open_reader  # lazy: pyarrow costs the idle API ~60 MB
+
     with open_reader(Path(data.path), data.format) as reader:
         for _line, row, values in reader.rows(columns):
             if row > SAMPLE_ROWS:

@@ -4,9 +4,11 @@ GET /jobs costs the same as one job."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.jobs.models import Job
@@ -30,15 +32,10 @@ def queued_by_queue(session: Session, default: str) -> dict[str, int]:
     return {str(queue): int(count) for queue, count in rows}
 
 
-def places(
-    session: Session, jobs: Sequence[Job], *, default: str, heartbeat_s: float
-) -> dict[str, JobQueue]:
-    """Job id -> where it waits, for the queued ones among `jobs`. Position: the queued jobs of
-    the same queue created before it (ties broken by id), plus 1; every team's jobs count, as
-    they all wait for the same workers."""
-    queued = [job.id for job in jobs if job.status == JobStatus.QUEUED.value]
-    if not queued:
-        return {}
+@functools.lru_cache(maxsize=8)
+def _placed(default: str) -> Select[tuple[str, str, int]]:
+    """The place of the queued jobs with the ids bound as `ids`, built once per default queue
+    (SQLAlchemy memoizes a statement's cache key on the object, so polls do not rebuild it)."""
     name = _queue_of(default)
     ranked = (
         select(
@@ -51,7 +48,21 @@ def places(
         .where(Job.status == JobStatus.QUEUED.value)
         .subquery()
     )
-    rows = session.execute(select(ranked).where(ranked.c.id.in_(queued))).all()
+    return select(ranked.c.id, ranked.c.queue, ranked.c.position).where(
+        ranked.c.id.in_(bindparam("ids", expanding=True))
+    )
+
+
+def places(
+    session: Session, jobs: Sequence[Job | Row[Any]], *, default: str, heartbeat_s: float
+) -> dict[str, JobQueue]:
+    """Job id -> where it waits, for the queued ones among `jobs`. Position: the queued jobs of
+    the same queue created before it (ties broken by id), plus 1; every team's jobs count, as
+    they all wait for the same workers."""
+    queued = [job.id for job in jobs if job.status == JobStatus.QUEUED.value]
+    if not queued:
+        return {}
+    rows = session.execute(_placed(default), {"ids": queued}).all()
     live = workers.alive_by_queue(session, heartbeat_s)
     by_id = {job.id: job for job in jobs}
     out: dict[str, JobQueue] = {}

@@ -25,8 +25,19 @@ from urllib.parse import parse_qsl
 import anyio
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
-from app.auth.deps import AUTHENTICATED_TEAM, check_admin_token, team_for_key
+from app.auth import keys
+from app.auth.deps import (
+    AUTHENTICATED_TEAM,
+    authenticate_request,
+    check_admin_token,
+    missing_key,
+    remembered_team,
+)
+from app.auth.models import Team
+from app.db.session import get_sessionmaker
+from app.deps import REQUEST_SESSION
 from app.errors import (
     AppError,
     PayloadTooLarge,
@@ -102,6 +113,8 @@ class RequestGuard:
         self.app = app
         self.settings = settings
         self.throttle = AuthThrottle(settings.auth_failures_per_minute)
+        # SHA-256 of a presented key -> the lock of its lookup in progress (see _look_up).
+        self._lookups: dict[str, anyio.Lock] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,18 +126,21 @@ class RequestGuard:
             scope = dict(scope, method="GET", **{HEAD_SCOPE_KEY: True})
         send = _with_headers(_without_body(send) if head else send)
         try:
-            await self._authenticate(scope)
-            if (scope["method"], scope["path"]) != UPLOAD_ROUTE:
-                receive = await self._bounded_body(scope, receive)
-        except AppError as exc:
-            await _unread_body(app_error_response(exc))(scope, receive, send)
-            return
-        except DBAPIError as exc:  # the key could not be checked: 503 when the database is down
-            await _unread_body(database_error_response(exc))(scope, receive, send)
-            return
-        except _Disconnected:
-            return
-        await self.app(scope, receive, send)
+            try:
+                await self._authenticate(scope)
+                if (scope["method"], scope["path"]) != UPLOAD_ROUTE:
+                    receive = await self._bounded_body(scope, receive)
+            except AppError as exc:
+                await _unread_body(app_error_response(exc))(scope, receive, send)
+                return
+            except DBAPIError as exc:  # the key could not be checked: 503 when the database is down
+                await _unread_body(database_error_response(exc))(scope, receive, send)
+                return
+            except _Disconnected:
+                return
+            await self.app(scope, receive, send)
+        finally:
+            await _close_request_session(scope)
 
     async def _authenticate(self, scope: Scope) -> None:
         name = _key_in_query(scope.get("query_string", b""))
@@ -145,12 +161,36 @@ class RequestGuard:
                 check_admin_token(self.settings, token)
             elif kind == "metrics":
                 check_metrics_token(self.settings, token)
+            elif not token:
+                raise missing_key()
             else:
-                team = await anyio.to_thread.run_sync(team_for_key, token)
+                # A key this process checked moments ago costs no database round trip (nor a
+                # thread); otherwise the request's session is opened here, the key checked in
+                # it, and the route carries on in that same session (app.deps).
+                team = remembered_team(token) or await self._look_up(scope, token)
                 scope.setdefault("state", {})[AUTHENTICATED_TEAM] = team
         except Unauthorized:
             self.throttle.failed(address)
             raise
+
+    async def _look_up(self, scope: Scope, token: str) -> Team:
+        # One lookup at a time per key: when a remembered key expires under load, the requests
+        # that carry it wait for the first one's answer instead of each asking the database.
+        digest = keys.hash_key(token)  # held while it waits: not the key itself
+        lock = self._lookups.setdefault(digest, anyio.Lock())
+        try:
+            async with lock:
+                team = remembered_team(token)
+                if team is None:
+                    state = scope.setdefault("state", {})
+                    session = state[REQUEST_SESSION] = get_sessionmaker()()
+                    team = await anyio.to_thread.run_sync(
+                        authenticate_request, session, token, self.settings
+                    )
+                return team
+        finally:
+            if not lock.statistics().tasks_waiting:
+                self._lookups.pop(digest, None)
 
     async def _bounded_body(self, scope: Scope, receive: Receive) -> Receive:
         """The whole body, read up to EMBEDTUNE_MAX_JSON_BYTES, replayed to the app."""
@@ -182,6 +222,14 @@ class RequestGuard:
             return await receive()  # after the body: only the disconnect is left to hear
 
         return replay
+
+
+async def _close_request_session(scope: Scope) -> None:
+    """Ends the session the guard opened when the route's dependency did not (a 422, a 413,
+    an error before the route): rolled back, its connection back in the pool."""
+    session = scope.get("state", {}).get(REQUEST_SESSION)
+    if isinstance(session, Session) and session.in_transaction():
+        await anyio.to_thread.run_sync(session.close)
 
 
 def _body_too_large(limit: int) -> PayloadTooLarge:

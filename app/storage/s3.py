@@ -3,7 +3,7 @@
 boto3 does the protocol: credentials and region come from the standard AWS environment
 variables and credential chain, `EMBEDTUNE_S3_ENDPOINT_URL` points it at a non-AWS endpoint.
 Large objects go up as multipart uploads and come down streamed; no object is held in memory
-whole (a writer holds at most one part).
+whole (a writer holds at most PARTS_IN_FLIGHT parts being sent and one being filled).
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +38,10 @@ PART_BYTES = 8 * 1024 * 1024
 _TRANSFER = TransferConfig(
     multipart_threshold=PART_BYTES, multipart_chunksize=PART_BYTES, max_concurrency=4
 )
+# Parts a writer sends at once, as boto3's own transfers do: one part at a time leaves the
+# connection idle between round trips, and a model upload then runs at a fraction of the
+# link's speed (bench/finish_time.py).
+PARTS_IN_FLIGHT = 4
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 T = TypeVar("T")
 
@@ -192,7 +198,9 @@ class S3Store(ObjectStore):
 
 class _MultipartWriter(ObjectWriter):
     """Buffers up to one part; a small object is one PUT, a larger one a multipart upload that
-    `abort` cancels (so a rejected upload leaves no object and no parts)."""
+    `abort` cancels (so a rejected upload leaves no object and no parts). Up to
+    PARTS_IN_FLIGHT parts are sent at once, in threads; `write` waits for the oldest when that
+    many are on their way, so memory stays bounded whatever the caller's speed."""
 
     def __init__(self, store: S3Store, full_key: str) -> None:
         self._store = store
@@ -200,6 +208,8 @@ class _MultipartWriter(ObjectWriter):
         self._buffer = bytearray()
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
+        self._sending: deque[Future[dict[str, Any]]] = deque()
+        self._pool: ThreadPoolExecutor | None = None
         self._done = False
 
     def write(self, data: bytes) -> None:
@@ -208,9 +218,9 @@ class _MultipartWriter(ObjectWriter):
         while len(self._buffer) >= PART_BYTES:
             part = bytes(self._buffer[:PART_BYTES])
             del self._buffer[:PART_BYTES]
-            self._upload_part(part)
+            self._send_part(part)
 
-    def _upload_part(self, data: bytes) -> None:
+    def _send_part(self, data: bytes) -> None:
         store, client = self._store, self._store.client
         if self._upload_id is None:
             created = store._call(
@@ -219,20 +229,41 @@ class _MultipartWriter(ObjectWriter):
                 lambda: client.create_multipart_upload(Bucket=store.bucket, Key=self._key),
             )
             self._upload_id = str(created["UploadId"])
-        number = len(self._parts) + 1
+            self._pool = ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="s3-part")
+        while len(self._sending) >= PARTS_IN_FLIGHT:
+            self._parts.append(self._sending.popleft().result())  # raises the part's error
+        number = len(self._parts) + len(self._sending) + 1
         upload_id = self._upload_id
-        answer = store._call(
-            "an upload",
-            None,
-            lambda: client.upload_part(
-                Bucket=store.bucket,
-                Key=self._key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=data,
-            ),
-        )
-        self._parts.append({"ETag": answer["ETag"], "PartNumber": number})
+        assert self._pool is not None
+
+        def send() -> dict[str, Any]:
+            answer = store._call(
+                "an upload",
+                None,
+                lambda: client.upload_part(
+                    Bucket=store.bucket,
+                    Key=self._key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=data,
+                ),
+            )
+            return {"ETag": answer["ETag"], "PartNumber": number}
+
+        self._sending.append(self._pool.submit(send))
+
+    def _sent(self) -> None:
+        """Wait for every part on its way; the first failure is raised."""
+        while self._sending:
+            self._parts.append(self._sending.popleft().result())
+
+    def _stop_sending(self) -> None:
+        for future in self._sending:
+            future.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # no part may land after the abort below
+            self._pool = None
+        self._sending.clear()
 
     def commit(self) -> None:
         assert not self._done, "committed twice"
@@ -247,7 +278,9 @@ class _MultipartWriter(ObjectWriter):
                 )
             else:
                 if self._buffer:
-                    self._upload_part(bytes(self._buffer))
+                    self._send_part(bytes(self._buffer))
+                self._sent()
+                self._stop_sending()
                 upload_id = self._upload_id
                 store._call(
                     "an upload",
@@ -268,6 +301,7 @@ class _MultipartWriter(ObjectWriter):
     def abort(self) -> None:
         self._done = True
         self._buffer.clear()
+        self._stop_sending()
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
             store = self._store

@@ -9,14 +9,17 @@ connections to this origin only: no inline script or style, nothing from elsewhe
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
+
+if TYPE_CHECKING:
+    from fastapi.templating import Jinja2Templates
 
 UI_PREFIX = "/ui"
 STATIC_PREFIX = "/static"
@@ -43,14 +46,23 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
-templates = Jinja2Templates(directory=_HERE / "templates")
+
+@cache
+def templates() -> Jinja2Templates:
+    """The pages' templates, loaded with the first page: Jinja2 is not needed to start the
+    API (issue 12: its start time and idle memory)."""
+    from fastapi.templating import Jinja2Templates
+
+    return Jinja2Templates(directory=_HERE / "templates")
+
+
 router = APIRouter(prefix=UI_PREFIX, include_in_schema=False)
 
 JobId = Annotated[str, PathParam(max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 def _page(request: Request, template: str, page: str, **context: str) -> HTMLResponse:
-    return templates.TemplateResponse(
+    return templates().TemplateResponse(
         request, template, {"page": page, **context}, headers=_PAGE_HEADERS
     )
 

@@ -7,14 +7,18 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from embedtune_client.errors import raise_for_error
-from embedtune_client.models import Dataset
+from embedtune_client.models import Dataset, DatasetList
 
 if TYPE_CHECKING:
     from embedtune_client.client import Client
+
+# The most GET /datasets answers at once: the fewest requests for the whole list.
+PAGE_SIZE = 100
 
 # The API's dataset ids: "ds_" and 24 hex digits.
 DATASET_ID = re.compile(r"ds_[0-9a-f]{8,64}")
@@ -72,10 +76,26 @@ class Datasets:
                 handle.close()
         return Dataset.model_validate(body)
 
+    def page(self, *, limit: int | None = None, cursor: str | None = None) -> DatasetList:
+        """A page of the team's datasets, newest first (the API's default is 20, at most 100);
+        pass `next_cursor` as `cursor` for the next page while `has_more`."""
+        params = {k: v for k, v in {"limit": limit, "cursor": cursor}.items() if v is not None}
+        return DatasetList.model_validate(self._client.request("GET", "/datasets", params=params))
+
+    def iter(self) -> Iterator[Dataset]:
+        """Every dataset of the team, newest first, fetched a page (of 100) at a time as the
+        iteration goes."""
+        cursor: str | None = None
+        while True:
+            page = self.page(limit=PAGE_SIZE, cursor=cursor)
+            yield from page.data
+            if not page.has_more or page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
     def list(self) -> builtins.list[Dataset]:
-        """All the team's datasets, newest first."""
-        body = self._client.request("GET", "/datasets")
-        return [Dataset.model_validate(item) for item in body["data"]]
+        """All the team's datasets, newest first (every page: see `page` and `iter`)."""
+        return builtins.list(self.iter())
 
     def get(self, dataset_id: str) -> Dataset:
         """One dataset; NotFoundError for an unknown id."""

@@ -33,14 +33,37 @@ class Dataset(_Model):
     preflight: dict[str, Any] | None = None
 
 
+class DatasetList(_Model):
+    """A page of GET /datasets. An API from before paging answers every dataset at once,
+    without `has_more`: read as the only page."""
+
+    data: list[Dataset]
+    has_more: bool = False
+    next_cursor: str | None = None
+
+
 class Progress(_Model):
-    """A running job's progress. `phase` is set by servers that report one."""
+    """A running job's progress. `phase` (the phase when it was recorded), `steps_per_s` and
+    `eta_s` (seconds of training left) are set by servers that report them."""
 
     step: int
     total_steps: int
     epoch: float
     loss: float | None = None
     phase: str | None = None
+    steps_per_s: float | None = None
+    eta_s: float | None = None
+
+
+class JobTimings(_Model):
+    """Where the time of a succeeded job's attempt went, in seconds."""
+
+    queued_s: float
+    loading_s: float
+    evaluating_base_s: float
+    training_s: float
+    evaluating_s: float
+    saving_s: float
 
 
 class JobErrorInfo(_Model):
@@ -96,6 +119,11 @@ class Job(_Model):
     cancel_requested_at: datetime | None = None
     resources: JobResources = JobResources()
     queue: JobQueue | None = None
+    # What the job is doing (queued, loading_model, ..., saving) or the status it ended with;
+    # timings and throughput (training samples/s) once it succeeded.
+    phase: str | None = None
+    timings: JobTimings | None = None
+    throughput: float | None = None
 
     @property
     def finished(self) -> bool:

@@ -383,6 +383,8 @@ MEMORY_SCRIPT = """
 import json, sys, tracemalloc
 from pathlib import Path
 import pyarrow as pa
+import pyarrow.compute
+import app.datasets.readers  # the preflight imports them when it runs: code, not rows
 from app.datasets.preflight import preflight_report
 path, n = Path(sys.argv[1]), int(sys.argv[2])
 tracemalloc.start()

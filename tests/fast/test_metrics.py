@@ -5,6 +5,7 @@ code), and the optional bearer token."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
@@ -16,6 +17,7 @@ from app.workers import service as workers
 from app.workers.models import WorkerHeartbeat
 from tests.fast.conftest import client_for
 from tests.fast.test_security_http import create_job, upload
+from tests.support.health import health_until
 
 QUEUE = "fast-tests"  # the queue tests/fast/conftest.py gives the app
 
@@ -106,8 +108,11 @@ def test_health_counts_live_workers_and_is_degraded_while_queued_jobs_have_none(
         "workers": {"alive": 0, "queues": {QUEUE: 0}, "gpu_types": {}},
     }
 
+    def health() -> Any:
+        return client_for(app).get("/health")
+
     create_job(client, upload(client)["id"])
-    r = client_for(app).get("/health")
+    r = health_until(health, lambda r: r.json()["status"] != "ok")
     # The API works; only the queued jobs wait: 200, not 503.
     assert r.status_code == 200
     assert r.json()["status"] == "degraded"
@@ -115,11 +120,12 @@ def test_health_counts_live_workers_and_is_degraded_while_queued_jobs_have_none(
 
     with unit_of_work() as session:
         workers.beat(session, "embedtune-1@host", "elsewhere", 1)
-    assert client_for(app).get("/health").json()["status"] == "degraded"
+    r = health_until(health, lambda r: r.json()["workers"]["alive"] == 1)
+    assert r.json()["status"] == "degraded"
 
     with unit_of_work() as session:
         workers.beat(session, "embedtune-2@host", QUEUE, 1)
-    r = client_for(app).get("/health")
+    r = health_until(health, lambda r: r.json()["workers"]["alive"] == 2)
     assert r.status_code == 200
     assert r.json()["status"] == "ok"
     assert r.json()["workers"] == {

@@ -23,6 +23,7 @@ from app.workers.models import WorkerHeartbeat
 from tests.fast.conftest import client_for
 from tests.fast.test_metrics import scrape, value
 from tests.fast.test_security_http import assert_error, create_job, upload
+from tests.support.health import health_until
 
 QUEUE = "fast-tests"  # the queue tests/fast/conftest.py gives the app
 TYPES = {"GPU_TYPES": "a100,h100,t4", "MAX_GPUS_PER_JOB": "4"}
@@ -301,15 +302,18 @@ def test_health_shows_workers_per_type_and_is_degraded_while_a_typed_queue_has_n
     create_job(client, upload(client)["id"])
     assert client_for(app).get("/health").json()["status"] == "ok"
 
+    def health() -> Any:
+        return client_for(app).get("/health")
+
     create_job(client, upload(client)["id"], resources={"gpu_type": "t4"})
-    r = client_for(app).get("/health")
+    r = health_until(health, lambda r: r.json()["status"] != "ok")
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "degraded"
     assert body["workers"]["queues"] == {QUEUE: 1, f"{QUEUE}.t4": 0}
 
     beat("t4@host", "t4", 2)
-    body = client_for(app).get("/health").json()
+    body = health_until(health, lambda r: r.json()["workers"]["alive"] == 2).json()
     assert body["status"] == "ok"
     assert body["workers"]["alive"] == 2
     assert body["workers"]["queues"] == {

@@ -11,6 +11,7 @@ from pathlib import Path
 import redis
 
 from tests.faults.conftest import FaultStack
+from tests.support.health import health_until
 from tests.support.services import Process, free_port
 
 
@@ -57,7 +58,8 @@ def test_jobs_submitted_while_redis_is_down_all_finish(
         server.stop()
         during = [stack.create_job(train, f"during-{i}", max_steps=5) for i in range(3)]
         assert all(j["status"] == "queued" for j in during)
-        assert stack.client.get("/health").status_code == 503
+        health = health_until(lambda: stack.client.get("/health"), lambda r: r.status_code != 200)
+        assert health.status_code == 503
         time.sleep(2)
 
         server = _redis(port, tmp_path)  # back, empty: it keeps nothing on disk

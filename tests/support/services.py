@@ -148,7 +148,7 @@ def wait_for_job(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/jobs/{job_id}").json()
-        snapshot = {"status": job["status"], "progress": job["progress"]}
+        snapshot = {"status": job["status"], "phase": job.get("phase"), "progress": job["progress"]}
         if not seen or seen[-1] != snapshot:
             seen.append(snapshot)
         if job["status"] in {"succeeded", "failed", "cancelled"}:

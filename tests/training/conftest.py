@@ -131,7 +131,11 @@ def tiny_run(
         local(data_files["train_pairs"], PAIR_COLUMNS),
         eval=local(data_files["eval"]),
         test=local(data_files["test"]),
-        hyperparameters=Hyperparameters(batch_size=8, learning_rate=1e-3, max_steps=TINY_RUN_STEPS),
+        # Every step, as given: the default cadence skips what does not fit in a tenth of the
+        # training time (tests/training/test_eval_cost.py), and these tests check the series.
+        hyperparameters=Hyperparameters(
+            batch_size=8, learning_rate=1e-3, max_steps=TINY_RUN_STEPS, eval_steps=1
+        ),
     )
     events: list[Progress] = []
     points: list[MetricPoint] = []

@@ -80,7 +80,8 @@ def test_handed_back_run_resumes_to_the_same_steps_and_model(tmp_path, make_spec
     )
     # The resumed attempt runs only the remaining steps, to the same total.
     assert resumed.total_steps == whole.total_steps == STEPS
-    assert progress[0].step == 6 and progress[-1].step == STEPS
+    # The checkpoint's step when training begins again, then the steps after it.
+    assert progress[0].step == 5 and progress[1].step == 6 and progress[-1].step == STEPS
     assert second.saved == [6, 8, 10]  # never a checkpoint at the last step
     # Optimizer, scheduler and RNG state came back: the model is the uninterrupted run's.
     expected, got = _weights(whole.model_dir), _weights(resumed.model_dir)

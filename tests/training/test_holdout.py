@@ -88,7 +88,10 @@ def test_a_job_without_eval_data_evaluates_on_rows_it_did_not_train_on(
     spec = make_spec(
         tmp_path,
         local(data_files["train_triplets"]),
-        hyperparameters=Hyperparameters(batch_size=8, learning_rate=1e-3, max_steps=3, seed=11),
+        # eval_steps given: every step (without it, what fits in a tenth of the training time).
+        hyperparameters=Hyperparameters(
+            batch_size=8, learning_rate=1e-3, max_steps=3, seed=11, eval_steps=1
+        ),
     )
     result = run(spec, lambda p: None, points.append)
 

@@ -56,7 +56,7 @@ def test_a_train_point_at_every_logging_step(tiny_run):
 def test_eval_points_from_the_base_model_to_the_last_step(tiny_run, tiny_models, data_files):
     result = tiny_run.result
     evals = tiny_run.series("eval")
-    # ceil(6 / 10) = 1: every step, plus the base model at step 0.
+    # eval_steps 1 (given): every step, plus the base model at step 0.
     assert result.eval_steps == 1
     assert steps(evals) == list(range(0, result.total_steps + 1))
     assert evals[0].epoch == 0
@@ -81,7 +81,9 @@ def test_eval_points_from_the_base_model_to_the_last_step(tiny_run, tiny_models,
     ("max_steps", "eval_steps", "expected"),
     [
         (7, 3, [0, 3, 6, 7]),  # every 3 steps, and the last step
-        (20, None, [0, *range(2, 21, 2)]),  # default: ceil(20 / 10) = 2, ten evaluations
+        # The default's steps, given: ceil(20 / 10) = 2, ten evaluations. Without eval_steps the
+        # budget skips some (tests/training/test_eval_cost.py).
+        (20, 2, [0, *range(2, 21, 2)]),
     ],
 )
 def test_eval_steps_sets_the_cadence(
@@ -122,7 +124,13 @@ def test_default_cadence_is_about_ten_evaluations():
 def test_pair_eval_sets_give_the_loss_only(tmp_path, make_spec, data_files):
     """Pairs held out of pair training data have no negatives: eval points carry the loss."""
     points: list[MetricPoint] = []
-    spec = make_spec(tmp_path, local(data_files["train_pairs"], PAIR_COLUMNS))
+    spec = make_spec(
+        tmp_path,
+        local(data_files["train_pairs"], PAIR_COLUMNS),
+        hyperparameters=Hyperparameters(
+            batch_size=8, learning_rate=1e-3, max_steps=3, eval_steps=1
+        ),
+    )
     result = run(spec, lambda p: None, points.append)
     evals = [p for p in points if p.kind == "eval"]
     assert result.holdout is not None and result.eval_rows == 5

@@ -56,7 +56,7 @@ def test_card_states_base_model_data_hyperparameters_and_metrics(tiny_run):
         "seed": ["42"],
         "precision": [result.precision],  # resolved: fp32 on CPU
         "max_steps": ["6"],
-        "eval_steps": ["1"],  # resolved: ceil(6 / 10)
+        "eval_steps": ["1"],  # as given
     }
     assert "Computed on the test data" in ours
     metrics = table(ours, "Base vs fine-tuned")

@@ -49,7 +49,9 @@ def test_progress_is_reported_every_step_with_the_right_total(tiny_run):
     assert {e.total_steps for e in events} == {max_steps}
     steps = [e.step for e in events]
     assert steps == sorted(steps), "steps went backwards"
-    assert sorted(set(steps)) == list(range(1, max_steps + 1))
+    # Step 0 when training begins (progress shows before the first step), then every step.
+    assert steps[0] == 0
+    assert sorted(set(steps)) == list(range(0, max_steps + 1))
     epochs = [e.epoch for e in events]
     assert epochs == sorted(epochs) and epochs[-1] > 0
     last = events[-1]

@@ -119,3 +119,53 @@ def add_section(model_dir: Path, facts: CardFacts) -> Path:
         card = card[: at + 1] + section + card[at + 1 :]
     path.write_text(card, encoding="utf-8")
     return path
+
+
+TIMINGS_TITLE = "### Training time"
+# TIMING_KEYS (rules.phases) -> what the row of the card says.
+_TIMING_LABELS = {
+    "queued_s": "queued",
+    "loading_s": "loading (data, base model)",
+    "evaluating_base_s": "evaluating the base model",
+    "training_s": "training (evaluations excluded)",
+    "evaluating_s": "evaluating (during training and after it)",
+    "saving_s": "saving the model folder",
+}
+
+
+def render_timings(timings: Mapping[str, float], throughput: float | None) -> str:
+    """The "Training time" subsection: seconds per phase and the training throughput."""
+    lines = [
+        TIMINGS_TITLE,
+        "",
+        "| phase | seconds |",
+        "|:------|--------:|",
+        *(
+            f"| {_TIMING_LABELS.get(key, key)} | {value:.3f} |"
+            for key, value in timings.items()
+            if value is not None
+        ),
+        "",
+        "Throughput: "
+        + ("n/a" if throughput is None else f"{throughput:.2f} training samples per second")
+        + ". Packing and storing the model come after this card was written: the job's own "
+        "`timings.saving_s` counts them too.",
+        "",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def add_timings(model_dir: Path, timings: Mapping[str, float], throughput: float | None) -> Path:
+    """Put the "Training time" subsection at the end of the Embedtune section of
+    `model_dir`/README.md (add_section wrote it), or at the end of the card without one."""
+    path = Path(model_dir) / CARD_FILE
+    card = path.read_text(encoding="utf-8") if path.is_file() else ""
+    section = render_timings(timings, throughput)
+    start = card.find(SECTION_TITLE)
+    end = card.find("\n## ", start + len(SECTION_TITLE)) if start != -1 else -1
+    if end == -1:
+        card = card.rstrip("\n") + ("\n\n" if card else "") + section
+    else:
+        card = card[: end + 1] + section + card[end + 1 :]
+    path.write_text(card, encoding="utf-8")
+    return path

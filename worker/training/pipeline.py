@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -19,11 +20,17 @@ from typing import TYPE_CHECKING, Any, Literal
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from rules.devices import per_device_batch_size
+from rules.phases import Phase
 from rules.steps import total_steps
 from worker.training import distributed
-from worker.training.callbacks import MetricsCallback, ProgressCallback, finite
+from worker.training.callbacks import (
+    EvaluationBudget,
+    MetricsCallback,
+    ProgressCallback,
+    finite,
+)
 from worker.training.card import CardFacts, add_section
-from worker.training.checkpoints import CheckpointCallback, StopCallback
+from worker.training.checkpoints import CheckpointCallback, StopCallback, checkpoint_step
 from worker.training.data import load_sts_data, load_train_data, load_triplet_data, split_holdout
 from worker.training.errors import (
     OutOfMemory,
@@ -40,12 +47,14 @@ from worker.training.evaluation import (
     same_triplets,
 )
 from worker.training.models import load_base_model
+from worker.training.phases import EvaluationTimer, PhaseClock
 from worker.training.spec import (
     CheckpointPolicy,
     Hyperparameters,
     MetricPoint,
     Metrics,
     MetricsRecorder,
+    PhaseReporter,
     Progress,
     ProgressReporter,
     RunControl,
@@ -64,7 +73,8 @@ _LOSS_REPORTS = 100
 _MAX_LOGGING_STEPS = 50
 # Smallest batch the evaluators encode with.
 EVAL_ENCODE_BATCH_SIZE = 128
-# Without eval_steps, evaluate about this many times a run (and at its last step).
+# Without eval_steps, evaluate at most about this many times a run (and at its last step), and
+# only while the evaluations fit in callbacks.EVAL_TIME_SHARE of the training time.
 _EVALUATIONS = 10
 
 
@@ -119,7 +129,9 @@ def logging_steps_for(hp: Hyperparameters, train_rows: int) -> int:
 def eval_steps_for(hp: Hyperparameters, train_rows: int) -> int:
     """hp.eval_steps, else ceil(total steps / _EVALUATIONS): at most _EVALUATIONS evaluations,
     exactly that many when the total is a multiple of it (the trainer adds one at the last step
-    when it is not a multiple of eval_steps)."""
+    when it is not a multiple of eval_steps). Without hp.eval_steps these are the steps the
+    trainer may evaluate at: callbacks.EvaluationBudget lets it only while the evaluations stay
+    within a tenth of the training time, so a small job evaluates fewer times."""
     if hp.eval_steps is not None:
         return hp.eval_steps
     return max(1, math.ceil(estimated_total_steps(hp, train_rows) / _EVALUATIONS))
@@ -145,6 +157,7 @@ def run(
     report: ProgressReporter,
     record: MetricsRecorder | None = None,
     control: RunControl | None = None,
+    phases: PhaseReporter | None = None,
 ) -> TrainingResult:
     """Fine-tune spec.base_model with MultipleNegativesRankingLoss and save it to spec.output_dir.
 
@@ -165,6 +178,9 @@ def run(
     are triplets), for the base and the fine-tuned model; with STS data, they also hold the
     Spearman and Pearson correlation of cosine similarity with its scores.
 
+    `phases` (optional) is told when each of rules.phases.RUN_PHASES starts; the result's
+    `timings` has the seconds of each (see phases.PhaseClock).
+
     Run in every rank of a torch.distributed process group (worker.launch starts them), it trains
     data-parallel (worker.training.distributed): batch_size is the global batch, the main rank
     alone reports, records and saves, and every rank returns the same result.
@@ -182,6 +198,9 @@ def run(
         # The same callbacks on every rank (they steer the trainer), silent on all but one.
         report = _no_progress
         record = _no_point if record is not None else None
+        phases = None
+    clock = PhaseClock(phases)
+    clock.enter(Phase.LOADING_MODEL)
     choice = resolve_device(hp.precision)
     work_dir = Path(spec.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -192,6 +211,7 @@ def run(
     with _out_of_memory_as_error(hp.batch_size, hp.max_seq_length):
         model = load_base_model(spec.base_model, spec.model_dirs, choice.device, hp.max_seq_length)
 
+    clock.enter(Phase.LOADING_DATA)
     hub_revisions: dict[str, str] = {}  # role -> the commit its Hub dataset resolved to
     train_data = load_train_data(spec.train, work_dir, revisions=hub_revisions)
     eval_data = (
@@ -276,8 +296,13 @@ def run(
                     values.update(evaluate_sts(scored, sts_evaluator))
         return distributed.share(values)
 
+    clock.enter(Phase.EVALUATING_BASE)
+    scoring_started = time.monotonic()
     with _out_of_memory_as_error(hp.batch_size, hp.max_seq_length):
         base_metrics = score(model)
+    # The first estimate of what one evaluation costs (the eval set is scored the same way).
+    base_score_s = time.monotonic() - scoring_started if base_metrics is not None else None
+    clock.enter(Phase.TRAINING)
 
     evaluating = eval_data is not None
     # A resumed attempt's step 0 was recorded by the first attempt.
@@ -309,7 +334,8 @@ def run(
         ),
         report_to="none",
         save_strategy="no",
-        # The trainer evaluates the eval set every eval_steps steps, and at the last step when
+        # The trainer evaluates the eval set every eval_steps steps (without the user's
+        # eval_steps, those EvaluationBudget can afford), and at the last step when
         # that is not a multiple of eval_steps; also the base model first, unless the base
         # score above was that evaluation (then _SkipLastStepEvaluation leaves the last step
         # to the fine-tuned score too).
@@ -330,10 +356,15 @@ def run(
         callbacks.append(stop)
     if scores_are_evals:
         callbacks.append(_SkipLastStepEvaluation())
+    budget = EvaluationBudget(base_score_s) if evaluating and hp.eval_steps is None else None
+    if budget is not None:
+        callbacks.append(budget)
     if record is not None:
         callbacks.append(
             MetricsCallback(record, eval_evaluator.name if eval_evaluator is not None else None)
         )
+    # Last: the other callbacks' work at a step's end counts as training, not evaluation.
+    callbacks.append(EvaluationTimer(clock))
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
@@ -357,6 +388,9 @@ def run(
                 stop.reason, stop.step, str(saved) if saved and saved.is_dir() else None
             )
         total_steps = int(trainer.state.max_steps)
+        if budget is not None:
+            _log_budget(budget)
+        clock.enter(Phase.EVALUATING)
         fine_tuned_metrics = score(model)
     if scores_are_evals and record is not None and main:
         _record_eval_point(
@@ -371,6 +405,7 @@ def run(
         metrics = {"base": base_metrics, "fine_tuned": fine_tuned_metrics}
     evaluated_on = evaluated if metrics is not None else None
 
+    clock.enter(Phase.SAVING)
     output_dir = Path(spec.output_dir)
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -403,6 +438,9 @@ def run(
             ),
         )
 
+    timings = clock.stop()
+    resumed_from = checkpoints.resume_from if checkpoints is not None else None
+    first_step = (checkpoint_step(resumed_from) or 0) if resumed_from is not None else 0
     return TrainingResult(
         model_dir=output_dir,
         metrics=metrics,
@@ -419,6 +457,9 @@ def run(
         eval_steps=eval_steps,
         logging_steps=logging_steps,
         hub_revisions=hub_revisions,
+        timings=timings,
+        trained_steps=max(0, int(trainer.state.global_step) - first_step),
+        batch_size=hp.batch_size,
     )
 
 
@@ -473,6 +514,18 @@ class _SkipLastStepEvaluation(TrainerCallback):
     ) -> None:
         if state.max_steps and state.global_step >= state.max_steps:
             control.should_evaluate = False
+
+
+def _log_budget(budget: EvaluationBudget) -> None:
+    allowed = [step for step, ok, *_ in budget.decisions if ok]
+    logger.info(
+        "evaluated during training at steps %s (%d of %d asked for): %.1f s of %.1f s training",
+        allowed,
+        len(allowed),
+        len(budget.decisions),
+        budget.eval_s,
+        budget.train_s,
+    )
 
 
 def _resume_path(policy: CheckpointPolicy | None) -> str | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from rules import defaults
+from rules.phases import Phase
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 SIMILARITY_FUNCTIONS: tuple[str, ...] = ("cosine", "dot", "euclidean", "manhattan")
@@ -147,6 +148,12 @@ class ProgressReporter(Protocol):
     def __call__(self, progress: Progress) -> None: ...
 
 
+class PhaseReporter(Protocol):
+    """Told when the run enters each of rules.phases.RUN_PHASES, in order."""
+
+    def __call__(self, phase: Phase) -> None: ...
+
+
 @dataclass(frozen=True)
 class MetricPoint:
     """One point of a run's time series.
@@ -210,3 +217,10 @@ class TrainingResult:
     # Role ("train", "eval", "test", "sts") -> the Hub commit sha that role's Hub dataset resolved
     # to (whatever `revision` pinned: a branch, a tag, a sha or nothing); local data has none.
     hub_revisions: dict[str, str] = field(default_factory=dict)
+    # Seconds the run spent in each of rules.phases.RUN_PHASES (the evaluations during training
+    # counted as evaluating, the trainer's one before the first step as evaluating_base).
+    timings: dict[str, float] = field(default_factory=dict)
+    # Steps this run trained itself (a resumed run: without the steps of its checkpoint).
+    trained_steps: int = 0
+    # Rows one step trains on, over all devices (the global batch).
+    batch_size: int = 0

@@ -80,14 +80,14 @@
     return end - new Date(job.started_at);
   }
 
-  // What the job is doing now: the API's own `phase` when it has one, else read off its state.
+  // What the job is doing now: the API's own `phase` while it runs, else read off its state.
   function jobPhase(job) {
-    if (job.phase) return job.phase;
     switch (job.status) {
       case "queued":
         return job.attempt > 0 ? "waiting to resume" : "waiting for a worker";
       case "running":
         if (job.cancel_requested_at) return "cancelling";
+        if (job.phase) return job.phase.replace(/_/g, " ");
         if (!job.progress) return "starting";
         if (job.progress.step >= job.progress.total_steps) return "evaluating and saving";
         return "training";
@@ -428,6 +428,16 @@
     return `${ref.hub}${ref.config ? ` (${ref.config})` : ""} ${ref.split || ""}`;
   }
 
+  // Where a succeeded job's time went (seconds per phase), or a dash before it has timings.
+  function timingsText(t) {
+    if (!t) return "–";
+    const parts = [
+      ["queued", t.queued_s], ["loading", t.loading_s], ["evaluating base", t.evaluating_base_s],
+      ["training", t.training_s], ["evaluating", t.evaluating_s], ["saving", t.saving_s],
+    ];
+    return parts.map(([name, s]) => `${name} ${s.toFixed(1)} s`).join(", ");
+  }
+
   function renderJob(job) {
     document.title = `${job.name || job.id} - Embedtune`;
     $("job-title").textContent = job.name || job.id;
@@ -451,6 +461,11 @@
       el("dt", {}, "Created"), el("dd", {}, fmtDate(job.created_at)),
       el("dt", {}, "Duration"), el("dd", {}, fmtDuration(jobDuration(job)) || "–"),
       el("dt", {}, "Attempt"), el("dd", {}, job.attempt),
+      el("dt", {}, "Training left"), el("dd", { id: "job-eta" },
+        running && p && p.eta_s !== null && p.eta_s !== undefined ? fmtDuration(p.eta_s * 1000) || "–" : "–"),
+      el("dt", {}, "Time spent"), el("dd", { id: "job-timings" }, timingsText(job.timings)),
+      el("dt", {}, "Throughput"), el("dd", { id: "job-throughput" },
+        job.throughput ? `${job.throughput.toFixed(1)} training samples/s` : "–"),
     );
     const error = $("job-error");
     show(error, Boolean(job.error));
@@ -541,9 +556,16 @@
   // --- Datasets -------------------------------------------------------------------------------
 
   function datasetsPage() {
-    return poller(async () => {
-      const page = await request("/datasets");
-      $("datasets-body").replaceChildren(...page.data.map((d) => {
+    // A page at a time, like the jobs list: a team may have thousands of datasets.
+    let cursor = null;
+    const render = (page, append) => {
+      const body = $("datasets-body");
+      const reports = $("dataset-reports");
+      if (!append) {
+        body.replaceChildren();
+        reports.replaceChildren();
+      }
+      body.append(...page.data.map((d) => {
         const findings = d.preflight ? d.preflight.findings.length : null;
         return el("tr", { dataset: { datasetId: d.id } },
           el("td", {}, d.name, el("div", { className: "mono muted small" }, d.id)),
@@ -552,13 +574,30 @@
           el("td", {}, findings === null ? "–" : el("a", { href: `#report-${d.id}` },
             findings ? `${findings} warning(s)` : "no findings")));
       }));
-      show($("datasets-empty"), page.data.length === 0);
-      $("dataset-reports").replaceChildren(...page.data.filter((d) => d.preflight).map((d) =>
+      reports.append(...page.data.filter((d) => d.preflight).map((d) =>
         el("section", { className: "card", id: `report-${d.id}` },
           el("h2", {}, `Preflight: ${d.name}`),
           el("p", { className: "muted small" },
             `${d.preflight.rows} rows checked for: ${d.preflight.checked.join(", ")}`),
           findingsList(d.preflight.findings))));
+      cursor = page.next_cursor;
+      show($("datasets-more"), page.has_more);
+      show($("datasets-empty"), body.children.length === 0);
+    };
+    const url = (after) => {
+      const q = new URLSearchParams({ limit: "50" });
+      if (after) q.set("cursor", after);
+      return `/datasets?${q}`;
+    };
+    $("datasets-more").onclick = async () => {
+      try {
+        render(await request(url(cursor)), true);
+      } catch (e) {
+        pageError(e);
+      }
+    };
+    return poller(async () => {
+      render(await request(url(null)), false);
       return false; // datasets do not change once uploaded: no polling
     });
   }
